@@ -1,0 +1,41 @@
+"""Pure decoding of PaliGemma output: `<loc>` tokens to boxes, `<seg>` tokens to masks, log-probs to scores.
+
+Imports nothing else of ours, so tasks, pipelines and evals can all use it.
+"""
+
+from decoders.loc_tokens import (
+    DetectedObject,
+    ParseReport,
+    coord_to_loc,
+    encode_objects,
+    format_object,
+    loc_to_coord,
+    parse_objects,
+    parse_objects_with_report,
+)
+from decoders.masks import crop_to_box, mask_to_rle, paste_mask, paste_masks, rle_to_mask
+from decoders.random_vae import write_random_vae_npz
+from decoders.scores import span_score, token_offsets, tokens_in_span
+from decoders.vqvae import MaskDecoder, MaskEncoder
+
+__all__ = [
+    "DetectedObject",
+    "MaskDecoder",
+    "MaskEncoder",
+    "ParseReport",
+    "coord_to_loc",
+    "crop_to_box",
+    "encode_objects",
+    "format_object",
+    "loc_to_coord",
+    "mask_to_rle",
+    "parse_objects",
+    "parse_objects_with_report",
+    "paste_mask",
+    "paste_masks",
+    "rle_to_mask",
+    "span_score",
+    "token_offsets",
+    "tokens_in_span",
+    "write_random_vae_npz",
+]

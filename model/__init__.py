@@ -1,0 +1,20 @@
+"""Our PyTorch PaliGemma (1 and 2): SigLIP vision tower, linear projector, Gemma / Gemma 2 decoder."""
+
+from .config import PaliGemmaConfig, TextConfig, VisionConfig
+from .generation import Generation
+from .image_processing import ImageProcessor, load_image
+from .loading_errors import CheckpointError
+from .paligemma import PaliGemma
+from .tokenizer import PromptTokenizer
+
+__all__ = [
+    "CheckpointError",
+    "Generation",
+    "ImageProcessor",
+    "PaliGemma",
+    "PaliGemmaConfig",
+    "PromptTokenizer",
+    "TextConfig",
+    "VisionConfig",
+    "load_image",
+]

@@ -1,0 +1,66 @@
+"""Images to pixel values: RGB, square bicubic resize (the image is squashed, not letterboxed), [-1, 1], CHW.
+
+Boxes in PaliGemma's answers are fractions of this squashed square, which is why they map back to the original
+image by scaling x and y separately.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from .loading_errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class ImageProcessor:
+    size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    rescale_factor: float = 1 / 255
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, image_size: int) -> ImageProcessor:
+        """Read preprocessor_config.json when the folder has one; the model's image size otherwise."""
+        path = Path(folder) / "preprocessor_config.json"
+        if not path.is_file():
+            return cls(size=image_size)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+        size = d.get("size", {})
+        h, w = (size.get("height"), size.get("width")) if isinstance(size, dict) else (size, size)
+        if (h or image_size) != image_size or (w or image_size) != image_size:
+            raise CheckpointError(
+                f"{path}: key 'size' is {h}x{w} but the vision tower was trained on {image_size}x{image_size}"
+            )
+        return cls(
+            size=image_size,
+            mean=tuple(d.get("image_mean", cls.mean)),
+            std=tuple(d.get("image_std", cls.std)),
+            rescale_factor=d.get("rescale_factor", cls.rescale_factor),
+        )
+
+    def __call__(self, images: list[Image.Image | np.ndarray]) -> torch.Tensor:
+        """PIL images or uint8 HxWx3 arrays of any sizes -> float32[B, 3, size, size]."""
+        return torch.stack([self.one(im) for im in images])
+
+    def one(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32) * self.rescale_factor)
+        x = (x - torch.tensor(self.mean)) / torch.tensor(self.std)
+        return x.permute(2, 0, 1).contiguous()
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image file upright (EXIF orientation applied) and in RGB."""
+    with Image.open(path) as im:
+        return ImageOps.exif_transpose(im).convert("RGB")

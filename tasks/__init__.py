@@ -1,0 +1,35 @@
+"""Tasks: each builds its prompt and turns generated text into a typed result; looked up by name.
+
+`tasks.adapters` (supervision converters) and `tasks.draw` (annotated images) import supervision and are not
+imported here, so that `import tasks` needs only numpy and torch.
+"""
+
+from tasks.answer import Answer
+from tasks.base import ObjectsResult, Task, TextResult
+from tasks.caption import Caption
+from tasks.describe import Describe
+from tasks.detect import Detect
+from tasks.detections import Detections
+from tasks.ocr import Ocr
+from tasks.raw import Raw
+from tasks.registry import TASKS, get_task, parse_classes, task_from_cli, task_options
+from tasks.segment import Segment
+
+__all__ = [
+    "TASKS",
+    "Answer",
+    "Caption",
+    "Describe",
+    "Detect",
+    "Detections",
+    "ObjectsResult",
+    "Ocr",
+    "Raw",
+    "Segment",
+    "Task",
+    "TextResult",
+    "get_task",
+    "parse_classes",
+    "task_from_cli",
+    "task_options",
+]

@@ -1,0 +1,68 @@
+"""Tasks by name, so that command lines can say `--task detect --classes "cat ; dog"`."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from tasks.answer import Answer
+from tasks.base import Task
+from tasks.caption import Caption
+from tasks.describe import Describe
+from tasks.detect import Detect
+from tasks.ocr import Ocr
+from tasks.raw import Raw
+from tasks.segment import Segment
+
+TASKS: dict[str, type] = {cls.name: cls for cls in (Caption, Describe, Answer, Ocr, Detect, Segment, Raw)}
+
+# Which task option the command line's free `--prompt TEXT` fills.
+_PROMPT_OPTION = {"answer": "question", "raw": "prompt_text"}
+
+
+def task_options(name: str) -> tuple[str, ...]:
+    """The option names a task takes (its dataclass fields)."""
+    return tuple(f.name for f in dataclasses.fields(_task_class(name)))
+
+
+def get_task(name: str, **options: object) -> Task:
+    """Build a task by name, e.g. ``get_task("detect", classes=["cat", "dog"])``.
+
+    Options set to None are left at their defaults; `classes` may also be given in the command-line form
+    "cat ; dog". Raises ValueError naming the known tasks or the accepted options.
+    """
+    cls = _task_class(name)
+    options = {k: v for k, v in options.items() if v is not None}
+    if isinstance(options.get("classes"), str):
+        options["classes"] = parse_classes(options["classes"])  # type: ignore[arg-type]
+    accepted = task_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"task {name!r} takes options ({', '.join(accepted)}) but got {', '.join(unknown)}")
+    try:
+        return cls(**options)
+    except TypeError as e:  # a required option is missing
+        raise ValueError(f"task {name!r} needs options ({', '.join(accepted)}): {e}") from None
+
+
+def task_from_cli(name: str, classes: str | None = None, prompt: str | None = None, lang: str | None = None) -> Task:
+    """The command-line form: `--task NAME [--classes "cat ; dog"] [--prompt TEXT] [--lang xx]`.
+
+    `--prompt` is the question for `answer` and the whole prompt for `raw`; other tasks reject it.
+    """
+    options: dict[str, object] = {"classes": classes, "lang": lang}
+    if prompt is not None:
+        if name not in _PROMPT_OPTION:
+            raise ValueError(f"task {name!r} takes no --prompt (only {', '.join(sorted(_PROMPT_OPTION))} do)")
+        options[_PROMPT_OPTION[name]] = prompt
+    return get_task(name, **options)
+
+
+def parse_classes(text: str) -> list[str]:
+    """'cat ; dog' -> ['cat', 'dog']: split on ';', strip, drop empty names (a trailing ';' is harmless)."""
+    return [c.strip() for c in text.split(";") if c.strip()]
+
+
+def _task_class(name: str) -> type:
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name]

@@ -1,0 +1,61 @@
+"""The command lines, run as a user runs them: `python -m model`, `python -m jobs.bench`, `python -m jobs.demo`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_single_image_command_prints_the_answer_and_saves_a_drawing(checkpoint, photo_paths, tmp_path):
+    folder = checkpoint("tiny")[0]
+    out = tmp_path / "drawn.png"
+    args = ["--checkpoint", str(folder), "--image", str(photo_paths[1]), "--max-new-tokens", "8"]
+    done = run("-m", "model", *args, "--prompt", "detect cat ; dog", "--save", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "prompt: detect cat ; dog" in done.stdout and "answer: " in done.stdout
+    assert Image.open(out).size == Image.open(photo_paths[1]).size
+
+    done = run("-m", "model", *args, "--prompt", "caption en", "--json")
+    record = json.loads(done.stdout)
+    assert len(record["tokens"]) == len(record["logprobs"]) == 8
+    assert "".join(record["tokens"]) == record["text"] and record["objects"] == []
+
+
+def test_single_image_command_reports_bad_input_without_a_traceback(checkpoint, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    done = run("-m", "model", "--checkpoint", str(checkpoint("tiny")[0]), "--image", str(broken), "--prompt", "ocr")
+    assert done.returncode == 2 and "cannot read image" in done.stderr and "Traceback" not in done.stderr
+    done = run("-m", "model", "--checkpoint", str(tmp_path), "--image", str(broken), "--prompt", "ocr")
+    assert done.returncode == 2 and "config.json" in done.stderr
+
+
+def test_bench_times_both_implementations_and_checks_they_agree(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["--size", "tiny", "--batch", "2", "3", "--new-tokens", "4", "--repeats", "1", "--json", str(out)]
+    done = run("-m", "jobs.bench", *args)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert [r["batch"] for r in rows] == [2, 3]
+    for r in rows:
+        assert r["same_tokens"] is True
+        assert r["ours_tokens_per_s"] > 0 and r["transformers_tokens_per_s"] > 0 and r["new_tokens"] == 4
+    assert "speedup" in done.stdout
+
+
+def test_demo_says_its_weights_are_random_and_prints_an_answer():
+    done = run("-m", "jobs.demo")
+    assert done.returncode == 0, done.stderr
+    assert "RANDOM weights" in done.stdout and "answer: " in done.stdout
