@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             score = "   -  " if o.score is None else f"{o.score:.3f}"
             print(f"  {o.label or '(no label)'!s:<20} score {score}  box [{box}]{'  mask' if mask is not None else ''}")
         dropped = sum(result.report.dropped.values())
-        if dropped:
+        if dropped and "<loc" in gen.text:  # a plain-text answer is not a malformed object list
             print(f"  ({dropped} malformed object(s) dropped: {dict(result.report.dropped)})")
         device = "cuda" if model.device.type == "cuda" else "cpu"
         print(f"({len(gen.token_ids)} tokens in {seconds:.2f} s on {device}, {str(model.dtype)[6:]})", file=sys.stderr)
