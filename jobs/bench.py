@@ -83,15 +83,6 @@ def bench(ours: PaliGemma, hf, size: str, batch: int, prompt: str, new_tokens: i
     images = sample_images(batch)
     tok = ours.tokenizer
     input_ids, valid = tok.batch([prompt] * batch, ours.config.num_image_tokens)
-    pixel_values = ours.image_processor(images).to(device, ours.dtype)
-    hf_inputs = dict(
-        input_ids=input_ids.to(device),
-        attention_mask=valid.long().to(device),
-        token_type_ids=torch.zeros_like(input_ids).to(device),
-        pixel_values=pixel_values,
-        max_new_tokens=new_tokens,
-        do_sample=False,
-    )
     hf.generation_config.eos_token_id = None  # a fixed amount of work for both
     results: dict[str, list] = {}
 
@@ -101,8 +92,19 @@ def bench(ours: PaliGemma, hf, size: str, batch: int, prompt: str, new_tokens: i
         )
 
     def run_hf():
+        # The same work as our generate does: preprocess the images and prompts, generate, decode the text.
+        ids, mask = tok.batch([prompt] * batch, ours.config.num_image_tokens)
         with torch.inference_mode():
-            results["hf"] = hf.generate(**hf_inputs)
+            out = hf.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.long().to(device),
+                token_type_ids=torch.zeros_like(ids).to(device),
+                pixel_values=ours.image_processor(images).to(device, ours.dtype),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+            )
+        results["hf"] = out
+        results["hf_text"] = [tok.decode(row) for row in out[:, ids.shape[1] :].tolist()]
 
     for _ in range(warmup):
         run_ours()

@@ -65,14 +65,12 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # down(gelu(gate(x)) * up(x)), with the activation and product done in place: at prefill these are the
-        # largest tensors of the step (tokens x intermediate), and two fewer of them saves about a third of the
-        # MLP's time in bfloat16 on CPU. Nothing here needs gradients (inference only).
-        h = self.gate_proj(x)
-        if torch.is_grad_enabled() and h.requires_grad:
-            return self.down_proj(F.gelu(h, approximate="tanh") * self.up_proj(x))
-        torch.ops.aten.gelu_(h, approximate="tanh")
-        return self.down_proj(h.mul_(self.up_proj(x)))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        if torch.is_grad_enabled():  # backward needs gelu's input, so nothing may be overwritten
+            return self.down_proj(F.gelu(gate, approximate="tanh") * up)
+        # At prefill these are the largest tensors of the step (tokens x intermediate): doing the activation and
+        # the product in place saves two of them, about a third of the MLP's time in bfloat16 on CPU.
+        return self.down_proj(torch.ops.aten.gelu_(gate, approximate="tanh").mul_(up))
 
 
 class DecoderBlock(nn.Module):

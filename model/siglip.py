@@ -46,7 +46,10 @@ class VisionMLP(nn.Module):
         self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        h = self.fc1(x)
+        if torch.is_grad_enabled():
+            return self.fc2(F.gelu(h, approximate="tanh"))
+        return self.fc2(torch.ops.aten.gelu_(h, approximate="tanh"))  # in place: one big tensor fewer
 
 
 class VisionBlock(nn.Module):
