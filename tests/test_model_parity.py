@@ -165,3 +165,34 @@ def test_generate_rejects_bad_options(checkpoint, photos, kwargs, message):
     args = {"images": photos[:1], "prompts": ["caption en"]} | kwargs
     with pytest.raises(ValueError, match=message):
         model.generate(**args)
+
+
+def test_other_resolutions_load_and_match(tmp_path, photos):
+    """A 448/896-px checkpoint differs only in image_size (more patches, more position embeddings)."""
+    from model.config import SIZES, VisionConfig
+    from model.random_checkpoint import write_random_checkpoint
+
+    config = SIZES["tiny"].replace(vision=VisionConfig(hidden_size=32, intermediate_size=64, num_layers=2,
+                                                       num_heads=4, image_size=112))  # fmt: skip
+    hf = write_random_checkpoint(tmp_path, config)
+    model = PaliGemma.from_pretrained(tmp_path)
+    assert model.config.num_image_tokens == 64 and model.image_processor.size == 112
+    ids, _ = model.tokenizer.batch(["caption en"], 64)
+    pixels = model.image_processor(photos[:1])
+    with torch.no_grad():
+        ref = hf(input_ids=ids, pixel_values=pixels, token_type_ids=torch.zeros_like(ids)).logits
+        ours = model(input_ids=ids, pixel_values=pixels)
+    assert relative_error(ours, ref) < 1e-4
+
+
+def test_forward_with_gradients_equals_inference(checkpoint, photos):
+    """Training keeps activations out of place; inference overwrites them in place. Both compute the same."""
+    model = PaliGemma.from_pretrained(checkpoint("tiny2")[0])
+    ids, _ = model.tokenizer.batch(["caption en"], model.config.num_image_tokens)
+    pixels = model.image_processor(photos[:1])
+    with_grad = model(input_ids=ids, pixel_values=pixels)
+    with_grad.float().logsumexp(-1).mean().backward()
+    assert model.language_model.layers[0].mlp.gate_proj.weight.grad is not None
+    with torch.inference_mode():
+        inference = model(input_ids=ids, pixel_values=pixels)
+    torch.testing.assert_close(with_grad.detach(), inference)
