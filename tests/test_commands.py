@@ -59,3 +59,29 @@ def test_demo_says_its_weights_are_random_and_prints_an_answer():
     done = run("-m", "jobs.demo")
     assert done.returncode == 0, done.stderr
     assert "RANDOM weights" in done.stdout and "answer: " in done.stdout
+
+
+def test_single_image_command_lists_objects_with_scores_and_draws_them(
+    checkpoint, photo_paths, tmp_path, monkeypatch, capsys
+):
+    """The answer's objects are printed and drawn (a fixed answer stands in for a random model's noise)."""
+    from model import Generation, PaliGemma
+    from model.__main__ import main
+
+    tokens = ["<loc0100>", "<loc0200>", "<loc0500>", "<loc0700>", " cat", " ;", " <loc0010>", "<loc0020>"]
+    tokens += ["<loc0030>", "<loc0040>", " dog"]
+    logprobs = [-0.1] * 5 + [-3.0] + [-0.5] * 5
+    answer = Generation("".join(tokens), list(range(len(tokens))), tokens, logprobs, True)
+    monkeypatch.setattr(PaliGemma, "generate", lambda self, *a, **k: [answer])
+    out = tmp_path / "drawn.png"
+    args = ["--checkpoint", str(checkpoint("tiny")[0]), "--image", str(photo_paths[1]), "--prompt", "detect cat ; dog"]
+    assert main([*args, "--save", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cat, dog = (next(line for line in lines if line.strip().startswith(name)) for name in ("cat", "dog"))
+    width, height = Image.open(photo_paths[1]).size
+    # <loc0100><loc0200><loc0500><loc0700>: y0, x0, y1, x1 in 1024 bins of 1023 steps
+    assert f"box [{200 / 1023 * width:.1f}, {100 / 1023 * height:.1f}, {700 / 1023 * width:.1f}" in cat
+    assert "score 0.905" in cat  # exp(-0.1)
+    assert "score 0.607" in dog  # exp(-0.5): the separator's token is not part of either object
+    drawn, original = Image.open(out).convert("RGB"), Image.open(photo_paths[1]).convert("RGB")
+    assert drawn.size == original.size and drawn.tobytes() != original.tobytes()
