@@ -1,0 +1,104 @@
+"""The CPU stage: file bytes -> an upright RGB image at the model's resolution, or an error message.
+
+Runs in Ray Data tasks ahead of the model replicas, so decoding overlaps generation. Its output per input has a
+fixed shape (uint8[S, S, 3] pixels, zeros for a failed input) because mixed-size arrays break Arrow tensor columns.
+Resizing here is the model's own bicubic squash, so the replica's image processor finds the size already right
+and the pixels are exactly those `PaliGemma.generate` would compute from the original image.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Pillow's own limit (89.5 Mpx warns, twice that raises); ours is checked before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+class ImageDecodeError(ValueError):
+    pass
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB: alpha composited on white, 16/32-bit and float scaled to 8 bits, CMYK converted."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        # 16-bit PNG/TIFF grayscale opens as I;16 or I: scale the 16-bit range (or the data's range when it is
+        # wider, e.g. float or 32-bit) to 0..255 rather than clipping, which would turn most pixels white.
+        a = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) <= 65535 and a.min(initial=0) >= 0 and mode != "F" else a.max(initial=1)
+        low = 0.0 if mode != "F" else a.min(initial=0)
+        scaled = np.clip((a - low) / max(top - low, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Bytes of an image file -> upright (EXIF orientation applied) RGB image. Raises ImageDecodeError."""
+    import io
+
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels} "
+                    "(--max-pixels)"
+                )
+            image.load()  # a truncated file fails here, not later in another stage
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image)
+    except ImageDecodeError:
+        raise
+    except Image.UnidentifiedImageError as e:
+        raise ImageDecodeError("cannot decode image: not an image file, or a format Pillow does not read") from e
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        # Pillow reports unknown formats, truncated data and corrupt headers with these types.
+        raise ImageDecodeError(f"cannot decode image: {e}") from e
+
+
+def read_bytes(path: str) -> bytes:
+    """Local paths, or any URI pyarrow's filesystems understand (s3://, gs://, hdfs://)."""
+    if "://" in path:
+        import pyarrow.fs
+
+        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
+        with fs.open_input_stream(inner) as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """One input row (image_id, path, file_name, prompt, task) -> the row plus width, height, pixels, error.
+
+    Never raises for a bad image: the error goes into the row ("" when there is none, so that the column's Arrow
+    type is a string in every block) and the replica passes it through.
+    """
+    out = dict(row)
+    try:
+        image = decode_image(read_bytes(row["path"]), max_pixels)
+        out["width"], out["height"] = image.width, image.height
+        resized = image.resize((size, size), Image.Resampling.BICUBIC)
+        out["pixels"] = np.asarray(resized, dtype=np.uint8)
+        out["error"] = ""
+    except (OSError, ImageDecodeError) as e:
+        out["width"], out["height"] = 0, 0
+        out["pixels"] = np.zeros((size, size, 3), dtype=np.uint8)
+        out["error"] = str(e) if isinstance(e, ImageDecodeError) else f"cannot read file: {e}"
+    return out
