@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from evals.convert import object_to_result
+
 
 def categories_for(classes: Sequence[str], known: Iterable[dict] = ()) -> list[dict]:
     """[{id, name}] for the classes: a known category's id where the name matches, fresh ids (from 1) otherwise."""
@@ -29,20 +31,16 @@ def categories_for(classes: Sequence[str], known: Iterable[dict] = ()) -> list[d
 
 
 def object_annotation(obj: dict, image_id: int, category_id: int) -> dict:
-    """One object row -> {image_id, category_id, bbox, score, area[, segmentation]}."""
-    x0, y0, x1, y1 = (float(v) for v in obj["box"])
-    ann = {
-        "image_id": int(image_id),
-        "category_id": int(category_id),
-        "bbox": [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)],
-        "score": 1.0 if obj.get("score") is None else float(obj["score"]),
-    }
-    mask = obj.get("mask")
-    if mask is not None:
+    """One object row -> {image_id, category_id, bbox, score, area[, segmentation]}.
+
+    The result part is evals' own converter, so that what the label job exports and what evals scores agree; the
+    area (a dataset file needs one) is the mask's when there is a mask, the box's otherwise.
+    """
+    ann = object_to_result(obj, image_id, category_id)
+    if "segmentation" in ann:
         from pycocotools import mask as mask_utils
 
-        rle = {"size": [int(v) for v in mask["size"]], "counts": mask["counts"]}
-        ann["segmentation"] = rle
+        rle = ann["segmentation"]
         ann["area"] = float(mask_utils.area({"size": rle["size"], "counts": rle["counts"].encode("ascii")}))
     else:
         ann["area"] = ann["bbox"][2] * ann["bbox"][3]
