@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     task = p.add_argument_group("task")
     task.add_argument("--task", choices=sorted(TASKS), help="what to ask (optional for a manifest with prompts)")
     task.add_argument("--classes", help='detect/segment classes, "cat ; dog" (default for --coco: its categories)')
+    task.add_argument(
+        "--per-class", action="store_true", help="detect/segment: ask for one class per prompt (a row per class)"
+    )
     task.add_argument("--prompt", help="the question for --task answer, the whole prompt for --task raw")
     task.add_argument("--lang", help="language for caption/describe/answer (default en)")
     add_run_arguments(p)
@@ -93,6 +96,7 @@ def config_from_args(args: argparse.Namespace):
         output=args.output,
         task=args.task,
         classes=getattr(args, "classes", None),
+        per_class=getattr(args, "per_class", False),
         prompt=getattr(args, "prompt", None),
         lang=getattr(args, "lang", None),
         images=args.images,

@@ -128,6 +128,19 @@ class PaliGemma(nn.Module):
         directions; the rest are causal. Positions count real tokens only (1 for the first), so left padding does
         not shift them.
         """
+        return self.lm_logits(self.hidden_states(input_ids, pixel_values, attention_mask, token_type_ids))
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The final-normed hidden states [B, T, C] of `forward`, before the vocabulary projection.
+
+        Training takes these so that it projects only the answer positions onto the vocabulary.
+        """
         input_ids = input_ids.to(self.device)
         T = input_ids.shape[1]
         valid = torch.ones_like(input_ids, dtype=torch.bool)
@@ -137,7 +150,7 @@ class PaliGemma(nn.Module):
         x = self.embed_inputs(input_ids, pixel_values)
         rope = self._rope(valid.long().cumsum(1))
         masks = self._masks(valid, torch.arange(T, device=self.device), prefix)
-        return self.lm_logits(self.language_model(x, rope, masks))
+        return self.language_model(x, rope, masks)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         t = self.config.text

@@ -9,6 +9,7 @@ tokenizer with the `tokenizers` library in PaliGemma's special-token layout (<pa
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -68,23 +69,31 @@ WORDS = [
 LAYOUTS = ("transformers", "hub", "in-memory")
 
 
-def build_tokenizer(loc_offset: int = 768) -> Tokenizer:
-    """A byte-fallback BPE tokenizer with PaliGemma's layout; <loc0000> gets id `loc_offset`."""
+def build_tokenizer(loc_offset: int = 768, words: Sequence[str] = WORDS) -> Tokenizer:
+    """A byte-fallback BPE tokenizer with PaliGemma's layout; <loc0000> gets id `loc_offset`.
+
+    Each of `words` becomes a single token (with and without a leading space's "\u2581").
+    """
     vocab: dict[str, int] = {}
     for t in [*SPECIALS, "\n", *(f"<0x{b:02X}>" for b in range(256)), "\u2581"]:
         vocab[t] = len(vocab)
     for c in map(chr, range(33, 127)):
         vocab.setdefault(c, len(vocab))
     merges: list[tuple[str, str]] = []
-    for word in WORDS:
-        current = word[0]
-        for c in word[1:]:
-            if current + c not in vocab:
-                merges.append((current, c))
-                vocab[current + c] = len(vocab)
-            current += c
-        merges.append(("\u2581", word))
-        vocab["\u2581" + word] = len(vocab)
+    for word in dict.fromkeys(words):
+        # Merge whatever the merges so far make of the word, left to right: earlier merges from other words
+        # (say "le" from "left") would otherwise split a chain built letter by letter ("circl" + "e").
+        pieces = _apply_merges(list(word), merges)
+        while len(pieces) > 1:
+            pair = (pieces[0], pieces[1])
+            if pair[0] + pair[1] not in vocab:
+                merges.append(pair)
+                vocab[pair[0] + pair[1]] = len(vocab)
+            pieces = _apply_merges([pair[0] + pair[1], *pieces[2:]], merges)
+    for word in dict.fromkeys(words):  # after every word is whole, so "\u2581an" never splits " and"
+        if "\u2581" + word not in vocab:
+            merges.append(("\u2581", word))
+            vocab["\u2581" + word] = len(vocab)
     if len(vocab) > loc_offset:
         raise ValueError(f"text vocabulary needs {len(vocab)} ids, more than loc_offset={loc_offset}")
     for i in range(len(vocab), loc_offset):
@@ -102,9 +111,21 @@ def build_tokenizer(loc_offset: int = 768) -> Tokenizer:
     return tok
 
 
-def write_tokenizer(folder: str | Path, loc_offset: int = 768) -> Path:
+def _apply_merges(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    """BPE on one word: repeatedly join the adjacent pair that ranks first in `merges`."""
+    ranks = {pair: i for i, pair in enumerate(merges)}
+    while len(pieces) > 1:
+        pairs = zip(pieces[:-1], pieces[1:], strict=True)
+        rank, i = min((ranks.get(pair, len(ranks)), i) for i, pair in enumerate(pairs))
+        if rank == len(ranks):
+            break
+        pieces = [*pieces[:i], pieces[i] + pieces[i + 1], *pieces[i + 2 :]]
+    return pieces
+
+
+def write_tokenizer(folder: str | Path, loc_offset: int = 768, words: Sequence[str] = WORDS) -> Path:
     path = Path(folder) / "tokenizer.json"
-    build_tokenizer(loc_offset).save(str(path))
+    build_tokenizer(loc_offset, words).save(str(path))
     return path
 
 

@@ -42,6 +42,7 @@ class LabelConfig:
     output: str
     task: str | None = None
     classes: str | None = None
+    per_class: bool = False  # detect/segment: one prompt per class instead of one prompt listing them all
     prompt: str | None = None
     lang: str | None = None
     images: str | None = None
@@ -122,6 +123,8 @@ def task_spec(cfg: LabelConfig, source: Source) -> dict:
     if cfg.task in ("detect", "segment") and not classes and source.categories:
         classes = " ; ".join(c["name"] for c in source.categories)
     spec = {"name": cfg.task, "classes": classes, "prompt": cfg.prompt, "lang": cfg.lang}
+    if cfg.per_class and cfg.task not in ("detect", "segment"):
+        raise ConfigError(f"--per-class is for --task detect or segment, not {cfg.task}")
     try:
         task_from_cli(**spec)
     except ValueError as e:
@@ -176,6 +179,7 @@ def settings_for_resume(cfg: LabelConfig, spec: dict) -> dict:
         "checkpoint": str(Path(cfg.checkpoint).absolute()),
         "backend": cfg.backend,
         "task": spec,
+        "per_class": cfg.per_class,
         "max_new_tokens": cfg.max_new_tokens,
         "dtype": cfg.dtype,
         "vae": None if cfg.vae is None else str(Path(cfg.vae).absolute()),
@@ -339,16 +343,20 @@ def run_label(cfg: LabelConfig, log=None) -> Summary:
 
     from tasks import task_from_cli
 
-    default_prompt = task_from_cli(**spec).prompt()
+    task = task_from_cli(**spec)
+    if cfg.per_class:
+        default_prompts = [task_from_cli(**spec | {"classes": c}).prompt() for c in task.classes]
+    else:
+        default_prompts = [task.prompt()]
     done = out.done_keys() if cfg.resume else set()
     todo, skipped = [], 0
     items = source.items[: cfg.limit] if cfg.limit else source.items
     for item in items:
-        prompt = item.prompt or default_prompt
-        if (item.image_id, prompt) in done:
-            skipped += 1
-            continue
-        todo.append({"image_id": item.image_id, "path": item.path, "prompt": prompt})
+        for prompt in [item.prompt] if item.prompt else default_prompts:
+            if (item.image_id, prompt) in done:
+                skipped += 1
+                continue
+            todo.append({"image_id": item.image_id, "path": item.path, "prompt": prompt})
     if skipped:
         log(f"--resume: {skipped} of {len(items)} inputs are already in {out.root}, {len(todo)} to do")
 
@@ -411,7 +419,17 @@ def write_previews(folder: Path, rows: list[dict], limit: int, classes: list[str
     from pipelines.previews import draw_row
 
     folder.mkdir(parents=True, exist_ok=True)
-    chosen = sorted((r for r in rows if not r["error"]), key=lambda r: (r["image_id"], r["prompt"]))[:limit]
+    ok = sorted((r for r in rows if not r["error"]), key=lambda r: (r["image_id"], r["prompt"]))
+    # The rows of one image asked one class each (--per-class, or a manifest): draw their objects together.
+    merged: dict[int, dict] = {}
+    for row in ok:
+        first = merged.get(row["image_id"])
+        if first is None:
+            merged[row["image_id"]] = dict(row)
+        elif first["task"] == row["task"] and row["task"] in ("detect", "segment"):
+            first["objects"] = [*(first["objects"] or ()), *(row["objects"] or ())]
+            first["prompt"] = f"{first['prompt']} | {row['prompt']}"
+    chosen = list(merged.values())[:limit]
     for i, row in enumerate(chosen):
         image = draw_row(row, classes)
         image.save(folder / f"{i:04d}-{Path(row['path']).stem}.png")

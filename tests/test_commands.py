@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,10 +56,17 @@ def test_bench_times_both_implementations_and_checks_they_agree(tmp_path):
     assert "speedup" in done.stdout
 
 
-def test_demo_says_its_weights_are_random_and_prints_an_answer():
-    done = run("-m", "jobs.demo")
-    assert done.returncode == 0, done.stderr
-    assert "RANDOM weights" in done.stdout and "answer: " in done.stdout
+def test_demo_labels_the_bundled_examples_scores_them_and_draws_previews(tmp_path):
+    done = run("-m", "jobs.demo", "--output", str(tmp_path / "demo"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = re.findall(r"^\s*([a-zA-Z0-9 ]+): ([0-9.]+)$", done.stdout, re.M)
+    scores = {name.strip(): float(value) for name, value in lines}
+    assert set(scores) >= {"detection AP50", "segmentation mIoU", "counting accuracy", "OCR exact match"}
+    assert scores["detection AP50"] >= 0.5  # the bundled model sees the example shapes
+    previews = list((tmp_path / "demo" / "previews").glob("*.png"))
+    assert len(previews) == 12  # 8 scenes (all their prompts drawn together) and 4 words
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert metrics["labeling"]["errors"] == 0
 
 
 def test_single_image_command_lists_objects_with_scores_and_draws_them(

@@ -187,3 +187,43 @@ def test_benchmark_labels_a_coco_set_and_writes_metrics(checkpoint, photo_paths,
     assert set(metrics["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs"}
     assert metrics["bbox"]["num_images"] == 3 and metrics["labeling"]["inputs"] == 3
     assert {r["prompt"] for r in read_rows(out)} == {"detect person ; cat"}
+
+
+@pytest.mark.timeout(120)
+def test_per_class_asks_one_class_per_prompt_and_previews_draw_them_together(checkpoint, photo_paths, tmp_path):
+    from decoders import write_random_vae_npz
+
+    vae = write_random_vae_npz(tmp_path / "vae.npz", codebook_dim=8)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in photo_paths[:2]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "out"
+    args = ["--images", str(folder), "--task", "segment", "--classes", "cat ; dog", "--per-class", "--vae", vae]
+    assert label(checkpoint("tiny")[0], out, *args, "--previews", "5") == 0
+    rows = read_rows(out)
+    assert sorted((Path(r["path"]).name, r["prompt"]) for r in rows) == sorted(
+        (p.name, f"segment {c}") for p in photo_paths[:2] for c in ("cat", "dog")
+    )
+    assert len(list((out / "previews").glob("*.png"))) == 2  # one picture per image, not per prompt
+    assert label(checkpoint("tiny")[0], tmp_path / "o2", "--images", str(folder), "--task", "ocr", "--per-class") == 2
+
+
+@pytest.mark.timeout(240)
+def test_shapes_benchmark_labels_every_prompt_of_a_held_out_set_and_scores_it(tmp_path):
+    from jobs.benchmark import main as benchmark
+
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "paligemma-shapes"
+    out = tmp_path / "bench"
+    args = ["--checkpoint", str(ckpt), "--shapes", "3", "--shapes-seed", "5", "--vae", str(ckpt / "vae.npz")]
+    assert (
+        benchmark([*args, "--max-new-tokens", "100", "--batch-size", "16", "--output", str(out), "--no-progress"]) == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    manifest = pq.read_table(out / "shapes-data" / "manifest.parquet").to_pylist()
+    assert metrics["labeling"]["inputs"] == len(manifest) and metrics["scores"]["errors"] == 0
+    assert set(metrics["headline"]) == {
+        "detection AP50", "segmentation mIoU", "counting accuracy", "OCR exact match", "caption exact match"
+    }  # fmt: skip
+    assert metrics["scores"]["ocr"]["total"] == 3 and metrics["scores"]["caption"]["total"] == 3
+    assert metrics["headline"]["detection AP50"] > 0.3  # a trained model on three easy scenes
