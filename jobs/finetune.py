@@ -3,7 +3,8 @@
     python -m jobs.finetune --model /ckpt/paligemma-3b-pt-224 --train data/train.jsonl --mode lora \\
                             --steps 2000 --batch-size 8 --lr 1e-4 --output /abs/runs/lora
     python -m jobs.finetune --scratch shapes --train shapes --vae checkpoints/paligemma-shapes/vae.npz \\
-                            --steps 4000 --batch-size 32 --lr 1e-3 --bf16 --output /abs/runs/shapes
+                            --curriculum 8000,20000 --first-tasks caption,count --steps 1800 --bf16 \\
+                            --batch-size 32 --lr 1e-3 --output /abs/runs/shapes
 
 --train is a .jsonl or .parquet file of (image, prefix, suffix) records, or `shapes` for the built-in
 synthetic generator (training/shapes.py; --data-seed picks the stream). The loss covers the answer only and the
@@ -51,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0, help="shuffle / generator seed (default 0)")
     p.add_argument("--vae", help="vae.npz; needed for the shapes' segmentation targets")
     p.add_argument("--task-mix", help='shapes only: JSON weights, e.g. \'{"detect": 1, "ocr": 1}\'')
+    p.add_argument("--curriculum", help="shapes only: example counts where scenes grow by one object, e.g. 12000,30000")
+    p.add_argument("--first-tasks", help="shapes only: the tasks of the curriculum's first stage, e.g. caption,count")
     p.add_argument("--bf16", action="store_true", help="autocast matmuls to bfloat16")
     p.add_argument("--save-dtype", default="float32", help="dtype of the saved weights (default float32)")
     p.add_argument("--log-every", type=int, default=50)
@@ -90,6 +93,8 @@ def config_from_args(args: argparse.Namespace):
         save_dtype=args.save_dtype,
         max_minutes=args.max_minutes,
         task_mix=json.loads(args.task_mix) if args.task_mix else {},
+        curriculum=[int(n) for n in args.curriculum.split(",")] if args.curriculum else [],
+        first_tasks=args.first_tasks.split(",") if args.first_tasks else [],
     )
 
 
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.loop import train_worker
 
     if not ray.is_initialized():
-        ray.init(address=args.address, include_dashboard=False, log_to_driver=True)
+        ray.init(address=args.address)
     cpus = args.cpus_per_worker or (1 if args.gpus else max(1, int(ray.cluster_resources().get("CPU", 1))))
     trainer = TorchTrainer(
         train_worker,

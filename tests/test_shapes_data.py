@@ -54,8 +54,7 @@ def test_scenes_keep_to_the_spec():
 
 
 def test_the_same_seed_draws_the_same_data():
-    a = [next(example_stream(5)) for _ in range(1)][0]
-    b = [next(example_stream(5)) for _ in range(1)][0]
+    a, b = next(example_stream(5)), next(example_stream(5))
     assert (a.prefix, a.suffix) == (b.prefix, b.suffix)
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
     c = next(example_stream(6))
@@ -121,3 +120,15 @@ def test_benchmark_set_holds_ground_truth_and_answers(tmp_path):
         kind = row.prompt.removeprefix("segment ")
         cat = coco["categories"][list(CLASSES).index(kind)]["id"]
         assert any(a["image_id"] == row.image_id and a["category_id"] == cat for a in coco["annotations"])
+
+
+def test_curriculum_grows_the_scenes_then_keeps_to_the_spec():
+    stream = example_stream(4, None, {"caption": 1.0}, curriculum=(30, 60))
+    objects = [len(next(stream).suffix.split(", ")) for _ in range(400)]
+    assert set(objects[:30]) == {1} and set(objects[30:60]) == {1, 2} and set(objects[60:]) == {1, 2, 3, 4}
+
+
+def test_first_stage_draws_only_its_tasks():
+    stream = example_stream(4, None, {"caption": 1.0, "count": 1.0, "ocr": 1.0}, (50, 60), ("caption", "count"))
+    tasks = [next(stream).task for _ in range(300)]
+    assert set(tasks[:50]) == {"caption", "count"} and "ocr" in tasks[50:]

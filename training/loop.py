@@ -65,6 +65,8 @@ class FinetuneConfig:
     save_dtype: str = "float32"
     max_minutes: float | None = None  # stop early (and save) when the wall clock runs out
     task_mix: dict[str, float] = field(default_factory=dict)  # shapes only; empty means the default mix
+    curriculum: list[int] = field(default_factory=list)  # shapes only: see training.shapes.example_stream
+    first_tasks: list[str] = field(default_factory=list)  # shapes only: the curriculum's first-stage tasks
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -99,8 +101,8 @@ def init_from_scratch(model: PaliGemma, seed: int) -> None:
     Matrices get N(0, 0.02) (residual output projections scaled down by depth, as GPT-2 does); embeddings
     N(0, 1/sqrt(width)) so Gemma's sqrt(width) input scale gives unit-size inputs. The 1024 `<loc>` embeddings start
     as sinusoids of their bin index: neighbouring bins then share most of their embedding, so the (tied) output
-    layer learns coordinates as a smooth function instead of 1024 unrelated classes. This is what makes
-    detection learnable from scratch in a CPU-hour.
+    layer starts with coordinates as a smooth function instead of 1024 unrelated classes, which a CPU-hour of
+    data could not teach bin by bin (each bin is the target of only a few hundred tokens in such a run).
     """
     gen = torch.Generator().manual_seed(seed)
     text = model.config.text
@@ -175,7 +177,8 @@ def record_stream(cfg: FinetuneConfig, rank: int, world: int) -> Iterator[Record
     if encoder is None:  # segmentation targets need the VQ-VAE: without one, train the other tasks
         mix = {k: v for k, v in mix.items() if k != "segment"}
     # Each worker draws its own stream: seeds (data_seed, rank) never overlap one another.
-    stream = example_stream(np.random.SeedSequence([cfg.data_seed, rank]).generate_state(1)[0], encoder, mix)
+    seed = np.random.SeedSequence([cfg.data_seed, rank]).generate_state(1)[0]
+    stream = example_stream(seed, encoder, mix, tuple(cfg.curriculum), tuple(cfg.first_tasks))
     return (Record(e.image, e.prefix, e.suffix, e.task) for e in stream)
 
 

@@ -92,9 +92,14 @@ def _random_box(rng: np.random.Generator, kind: str) -> tuple[int, int, int, int
     return (x0, y0, x0 + w, y0 + h)
 
 
-def draw_scene(rng: np.random.Generator, num_objects: int | None = None) -> tuple[Image.Image, list[Shape]]:
-    """An image of 1-4 non-overlapping (IoU <= 0.1) shapes and their ground truth, in drawing order."""
-    n = int(rng.integers(1, 5)) if num_objects is None else num_objects
+def draw_scene(
+    rng: np.random.Generator, num_objects: int | None = None, max_objects: int = 4
+) -> tuple[Image.Image, list[Shape]]:
+    """An image of 1-4 non-overlapping (IoU <= 0.1) shapes and their ground truth, in drawing order.
+
+    num_objects fixes the count; otherwise it is drawn from 1..max_objects (a curriculum starts with fewer).
+    """
+    n = int(rng.integers(1, max_objects + 1)) if num_objects is None else num_objects
     pixels = _background(rng)
     shapes: list[Shape] = []
     while len(shapes) < n:
@@ -185,17 +190,37 @@ def segment_codes(encoder, shapes: list[Shape]) -> list[list[int]]:
     return encoder.encode(crops).tolist()
 
 
-def example_stream(seed: int, encoder=None, mix: dict[str, float] | None = None) -> Iterator[Example]:
-    """An endless stream of examples drawn with `numpy.random.default_rng(seed)`; the same seed, the same stream."""
+def example_stream(
+    seed: int,
+    encoder=None,
+    mix: dict[str, float] | None = None,
+    curriculum: tuple[int, ...] = (),
+    first_tasks: tuple[str, ...] = (),
+) -> Iterator[Example]:
+    """An endless stream of examples drawn with `numpy.random.default_rng(seed)`; the same seed, the same stream.
+
+    curriculum: example counts where scenes grow: (12000, 30000) draws single-object scenes for the first 12,000
+    examples, 1-2 objects until the 30,000th, then the full 1-4 of the spec (also the default, with no
+    curriculum). first_tasks: the only tasks of the first stage (say caption and count, whose short answers teach
+    the vision tower colours and shapes fastest). On full scenes and the full mix from the start, a model trained
+    from scratch spends thousands of steps on the answers' language prior before it looks at the image; on
+    captions and counts of lone shapes it looks within about 150 steps (the model card's runs).
+    """
     rng = np.random.default_rng(seed)
     mix = mix or TASK_MIX
     names, weights = list(mix), np.array(list(mix.values()), dtype=float)
     weights /= weights.sum()
+    first = np.array([w if n in first_tasks else 0.0 for n, w in zip(names, weights, strict=True)])
+    count = 0
     while True:
-        task = names[int(rng.choice(len(names), p=weights))]
+        p = first / first.sum() if first_tasks and curriculum and count < curriculum[0] else weights
+        task = names[int(rng.choice(len(names), p=p))]
         if task == "ocr":
             image, word = draw_word(rng)
             yield Example(image, "ocr", word, task)
         else:
-            image, shapes = draw_scene(rng)
+            passed = sum(count >= n for n in curriculum)
+            max_objects = 4 if passed == len(curriculum) else passed + 1
+            image, shapes = draw_scene(rng, max_objects=max_objects)
             yield scene_examples(image, shapes, task, rng, encoder)
+        count += 1
