@@ -226,6 +226,11 @@ def train(
     log: Callable[[str], None] = print,
 ) -> dict:
     """Run the configured fine-tune; returns the last metrics. `wrap` adds DDP, `report` forwards metrics."""
+    with torch.enable_grad():  # whatever the caller's grad mode (a UI or a notebook may have turned it off)
+        return _train(cfg, rank, world, device, wrap, report, log)
+
+
+def _train(cfg, rank, world, device, wrap, report, log) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed + rank)

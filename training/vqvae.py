@@ -67,6 +67,11 @@ def _iou(raw: torch.Tensor, masks: torch.Tensor) -> float:
 
 
 def train_vqvae(cfg: VaeTrainConfig, log=print) -> VaeTrainResult:
+    with torch.enable_grad():  # whatever the caller's grad mode (a UI or a notebook may have turned it off)
+        return _train_vqvae(cfg, log)
+
+
+def _train_vqvae(cfg: VaeTrainConfig, log) -> VaeTrainResult:
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     data = shape_crops(cfg.seed, cfg.num_scenes)
