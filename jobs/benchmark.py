@@ -84,11 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def run_shapes(args: argparse.Namespace) -> int:
+def label_and_score_shapes(cfg, data: Path) -> tuple[object, int, list[dict], dict | None]:
+    """Label every (image, prompt) of a shapes set (`jobs.make_shapes eval`) with the label job and score the rows.
+
+    cfg: a LabelConfig whose manifest is data/manifest.parquet. Returns (summary, status, rows, scores); summary
+    and scores are None when the job could not run (status says why, as for jobs.label).
+    """
     import pandas as pd
 
     from evals.convert import read_rows
-    from evals.shapes import headline, shapes_scores
+    from evals.shapes import shapes_scores
+
+    summary, status = run(cfg)
+    if summary is None:
+        return None, status, [], None
+    manifest = pd.read_parquet(data / "manifest.parquet").to_dict("records")
+    rows = read_rows(Path(cfg.output) / "predictions")
+    return summary, status, rows, shapes_scores(rows, manifest, data / "annotations.json")
+
+
+def run_shapes(args: argparse.Namespace) -> int:
+    from evals.shapes import headline
     from training.shapes_dataset import write_benchmark_set
 
     if args.shapes < 1:
@@ -100,11 +116,9 @@ def run_shapes(args: argparse.Namespace) -> int:
         counts = write_benchmark_set(data, args.shapes, args.shapes, args.shapes_seed)
         print(f"wrote {counts['images']} images and {counts['prompts']} prompts to {data}")
     args.manifest, args.coco, args.images, args.task = str(data / "manifest.parquet"), None, None, None
-    summary, status = run(config_from_args(args))
+    summary, status, _, scores = label_and_score_shapes(config_from_args(args), data)
     if summary is None:
         return status
-    manifest = pd.read_parquet(data / "manifest.parquet").to_dict("records")
-    scores = shapes_scores(read_rows(out / "predictions"), manifest, data / "annotations.json")
     top = headline(scores)
     for name, value in top.items():
         print(f"{name}: {value:.3f}")

@@ -31,11 +31,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import shutil
 
-    import pandas as pd
-
-    from evals.convert import read_rows
-    from evals.shapes import headline, shapes_scores
-    from jobs.label import run
+    from evals.shapes import headline
+    from jobs.benchmark import label_and_score_shapes
     from pipelines.label import LabelConfig
 
     checkpoint, examples, out = Path(args.checkpoint), Path(args.examples), Path(args.output)
@@ -56,12 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     if checkpoint == CHECKPOINT:
         print("note: the bundled model had 40 CPU-minutes of training; it counts shapes and names some, but does")
         print("      not localize or read yet (see its README.md). Low scores below are its own, not the pipeline's.")
-    summary, status = run(cfg)
+    summary, status, rows, scores = label_and_score_shapes(cfg, examples)
     if summary is None:
         return status
-    manifest = pd.read_parquet(examples / "manifest.parquet").to_dict("records")
-    rows = read_rows(out / "predictions")
-    scores = shapes_scores(rows, manifest, examples / "annotations.json")
     print("\nsome answers:")
     for row in sorted(rows, key=lambda r: (r["image_id"], r["prompt"]))[:: max(1, len(rows) // 8)]:
         print(f"  image {row['image_id']:>2}  {row['prompt']!r:45} -> {row['text']!r}")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -69,7 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace):
     from training.loop import FinetuneConfig
 
-    cpus = args.cpus_per_worker or (1 if args.gpus else os.cpu_count() or 1)
     return FinetuneConfig(
         output=str(Path(args.output).absolute()),
         train=args.train if args.train == "shapes" else str(Path(args.train).absolute()),
@@ -87,7 +85,6 @@ def config_from_args(args: argparse.Namespace):
         data_seed=args.data_seed,
         vae=str(Path(args.vae).absolute()) if args.vae else None,
         bf16=args.bf16,
-        threads=None if args.gpus else max(1, int(cpus)),
         log_every=args.log_every,
         save_every=args.save_every,
         save_dtype=args.save_dtype,
@@ -102,15 +99,13 @@ def check_inputs(args: argparse.Namespace) -> str | None:
     """A message for inputs that would only fail inside a worker, minutes later; None when they look right."""
     if args.model and not (Path(args.model) / "config.json").is_file():
         return f"{args.model}: not a checkpoint folder (config.json is missing)"
-    if args.train != "shapes" and not Path(args.train).is_file():
-        return f"{args.train}: file is missing"
     if args.vae and not Path(args.vae).is_file():
         return f"{args.vae}: file is missing"
     if args.train != "shapes":
         from training.data import DatasetError, read_records
 
         try:
-            read_records(args.train)
+            read_records(args.train)  # a missing file, bad JSON or a missing field, named by file and line
         except DatasetError as e:
             return str(e)
     return None
@@ -137,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ray.is_initialized():
         ray.init(address=args.address)
     cpus = args.cpus_per_worker or (1 if args.gpus else max(1, int(ray.cluster_resources().get("CPU", 1))))
+    cfg.threads = None if args.gpus else max(1, int(cpus))  # a CPU worker uses the CPUs it reserves
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=asdict(cfg),

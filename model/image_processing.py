@@ -47,6 +47,23 @@ class ImageProcessor:
             rescale_factor=d.get("rescale_factor", cls.rescale_factor),
         )
 
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write preprocessor_config.json as transformers' SigLIP processor reads it (bicubic, rescale, normalize)."""
+        path = Path(folder) / "preprocessor_config.json"
+        config = {
+            "image_processor_type": "SiglipImageProcessor",
+            "do_resize": True,
+            "size": {"height": self.size, "width": self.size},
+            "resample": 3,
+            "do_rescale": True,
+            "rescale_factor": self.rescale_factor,
+            "do_normalize": True,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+        }
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return path
+
     def __call__(self, images: list[Image.Image | np.ndarray]) -> torch.Tensor:
         """PIL images or uint8 HxWx3 arrays of any sizes -> float32[B, 3, size, size]."""
         return torch.stack([self.one(im) for im in images])

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from .config import SIZES, PaliGemmaConfig
+from .image_processing import ImageProcessor
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
 # Whole-word tokens, so that prompts tokenize into words as Gemma's do, not only into characters.
@@ -130,24 +131,7 @@ def write_tokenizer(folder: str | Path, loc_offset: int = 768, words: Sequence[s
 
 
 def write_preprocessor_config(folder: str | Path, image_size: int) -> Path:
-    path = Path(folder) / "preprocessor_config.json"
-    path.write_text(
-        json.dumps(
-            {
-                "image_processor_type": "SiglipImageProcessor",
-                "do_resize": True,
-                "size": {"height": image_size, "width": image_size},
-                "resample": 3,
-                "do_rescale": True,
-                "rescale_factor": 1 / 255,
-                "do_normalize": True,
-                "image_mean": [0.5, 0.5, 0.5],
-                "image_std": [0.5, 0.5, 0.5],
-            },
-            indent=2,
-        )
-    )
-    return path
+    return ImageProcessor(size=image_size).save_pretrained(folder)
 
 
 def random_hf_model(config: PaliGemmaConfig | str, seed: int = 0, dtype: torch.dtype = torch.float32):

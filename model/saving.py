@@ -53,22 +53,5 @@ def save_pretrained(
     if model.tokenizer is not None:
         model.tokenizer.tok.save(str(folder / "tokenizer.json"))
     if model.image_processor is not None:
-        p = model.image_processor
-        (folder / "preprocessor_config.json").write_text(
-            json.dumps(
-                {
-                    "image_processor_type": "SiglipImageProcessor",
-                    "do_resize": True,
-                    "size": {"height": p.size, "width": p.size},
-                    "resample": 3,
-                    "do_rescale": True,
-                    "rescale_factor": p.rescale_factor,
-                    "do_normalize": True,
-                    "image_mean": list(p.mean),
-                    "image_std": list(p.std),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        model.image_processor.save_pretrained(folder)
     return folder

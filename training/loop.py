@@ -170,12 +170,10 @@ def record_stream(cfg: FinetuneConfig, rank: int, world: int) -> Iterator[Record
         return file_stream(cfg.train, cfg.data_seed, rank, world)
     from decoders.vqvae import MaskEncoder
 
-    from .shapes import TASK_MIX, example_stream
+    from .shapes import example_stream
 
     encoder = MaskEncoder.from_npz(cfg.vae) if cfg.vae else None
-    mix = cfg.task_mix or TASK_MIX
-    if encoder is None:  # segmentation targets need the VQ-VAE: without one, train the other tasks
-        mix = {k: v for k, v in mix.items() if k != "segment"}
+    mix = cfg.task_mix or None
     # Each worker draws its own stream: seeds (data_seed, rank) never overlap one another.
     seed = np.random.SeedSequence([cfg.data_seed, rank]).generate_state(1)[0]
     stream = example_stream(seed, encoder, mix, tuple(cfg.curriculum), tuple(cfg.first_tasks))

@@ -199,6 +199,8 @@ def example_stream(
 ) -> Iterator[Example]:
     """An endless stream of examples drawn with `numpy.random.default_rng(seed)`; the same seed, the same stream.
 
+    encoder: a decoders.MaskEncoder for segmentation targets; without one, `segment` is left out of the mix.
+
     curriculum: example counts where scenes grow: (12000, 30000) draws single-object scenes for the first 12,000
     examples, 1-2 objects until the 30,000th, then the full 1-4 of the spec (also the default, with no
     curriculum). first_tasks: the only tasks of the first stage (say caption and count, whose short answers teach
@@ -208,6 +210,8 @@ def example_stream(
     """
     rng = np.random.default_rng(seed)
     mix = mix or TASK_MIX
+    if encoder is None:  # segmentation targets need the VQ-VAE: without one, draw the other tasks
+        mix = {k: v for k, v in mix.items() if k != "segment"}
     names, weights = list(mix), np.array(list(mix.values()), dtype=float)
     weights /= weights.sum()
     first = np.array([w if n in first_tasks else 0.0 for n, w in zip(names, weights, strict=True)])

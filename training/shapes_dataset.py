@@ -81,10 +81,6 @@ def write_training_jsonl(
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     encoder = MaskEncoder.from_npz(vae) if vae else None
-    if encoder is None:
-        from .shapes import TASK_MIX
-
-        mix = {k: v for k, v in (mix or TASK_MIX).items() if k != "segment"}
     stream = example_stream(seed, encoder, mix)
     path = folder / "train.jsonl"
     with path.open("w") as f:
