@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine: `make demo` and `make test`. Both create .venv at the
 # repository root, install torch==2.13.0 first (so no loose requirement can pull a newer CUDA build), then the
-# project with its test and ui extras; the install is skipped while pyproject.toml and this file are unchanged.
+# project with its test, ui and labelstudio extras; the install is skipped while pyproject.toml and this file are unchanged.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,ui]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,ui,labelstudio]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -14,7 +14,6 @@ from decoders.loc_tokens import (
     parse_objects_with_report,
 )
 from decoders.masks import crop_to_box, mask_to_rle, paste_mask, paste_masks, rle_to_mask
-from decoders.random_vae import write_random_vae_npz
 from decoders.scores import span_score, token_offsets, tokens_in_span
 from decoders.vqvae import MaskDecoder, MaskEncoder
 
@@ -37,5 +36,4 @@ __all__ = [
     "span_score",
     "token_offsets",
     "tokens_in_span",
-    "write_random_vae_npz",
 ]

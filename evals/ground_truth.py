@@ -11,6 +11,7 @@ Kinds, told apart by shape so that `python -m evals --gt FILE` needs no flag:
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,7 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evals.convert import ImageResolver, read_json
+from rows import ImageResolver
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file (local path or URI)."""
+    from rows.storage import locate
+
+    return json.loads(locate(path).read_bytes())
+
 
 KINDS = ("instances", "captions", "vqa", "refexp", "ocr")
 # A task word (and a language code after answer/question/caption) that starts a prompt and is not the question.

@@ -17,11 +17,12 @@ from typing import Any
 
 from evals import coco
 from evals.cider import cider_d
-from evals.convert import ImageResolver, clean_text, parquet_files, read_json, read_rows, rows_to_coco_results
-from evals.ground_truth import KINDS, GroundTruth, answers_of, load_ground_truth, match_records
+from evals.ground_truth import KINDS, GroundTruth, answers_of, load_ground_truth, match_records, read_json
 from evals.ocr import ocr_scores
 from evals.refseg import RefSegExample, refseg_scores, to_mask
 from evals.vqa import vqa_scores
+from rows import ImageResolver, find_parts, read_rows, rows_to_coco_results
+from rows.text import answer_text as clean_text
 
 # Which ground-truth kinds each task can be scored against; `raw` (a free prompt) takes whatever the file holds.
 TASK_KINDS: dict[str, tuple[str, ...]] = {
@@ -42,6 +43,20 @@ class Report:
     metrics: dict[str, Any]
     plots: list[Path] = field(default_factory=list)
     table: list[str] = field(default_factory=list)
+
+    @property
+    def problem(self) -> str | None:
+        """Why nothing could be scored, when no prediction met the ground truth in any task; None otherwise."""
+        tasks = self.metrics["tasks"]
+        if not tasks:
+            return "no rows to score (every row failed, or the predictions are empty)"
+        scored = [t for t, m in tasks.items() if "note" not in m and m.get("matched", 1) != 0]
+        if scored:
+            return None
+        return (
+            "no prediction belongs to a ground-truth image (compare the rows' image_id and file names with the "
+            "ground truth's); see metrics.json"
+        )
 
     def write(self, folder: str | Path) -> Path:
         path = Path(folder) / "metrics.json"
@@ -105,7 +120,7 @@ def _results_json(pred: Path) -> Path | None:
     """A COCO results file given directly, or the only JSON list in a folder that has no Parquet."""
     if pred.is_file():
         return pred if pred.suffix.lower() == ".json" else None
-    if parquet_files(pred):
+    if find_parts(pred):
         return None
     lists = [p for p in sorted(pred.glob("*.json")) if p.name != "metrics.json" and isinstance(read_json(p), list)]
     if len(lists) == 1:

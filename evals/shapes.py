@@ -18,8 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from rows import rows_to_coco_results
+from rows.text import answer_text as clean_text
+
 from .coco import evaluate
-from .convert import clean_text, read_json, rows_to_coco_results
+from .ground_truth import read_json
 from .ocr import ocr_scores
 from .refseg import mask_iou, to_mask
 

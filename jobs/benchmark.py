@@ -27,16 +27,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from jobs.cli import Parser, command_parser
 from jobs.label import add_run_arguments, config_from_args, run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m jobs.benchmark",
-        description=__doc__.split("\n")[0],
-        epilog="\n".join(__doc__.split("\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def build_parser() -> Parser:
+    p = command_parser("python -m jobs.benchmark", __doc__)
     data = p.add_argument_group("dataset (--coco with --images, or --shapes)")
     data.add_argument("--coco", help="COCO instances file: the ground truth and the image list")
     data.add_argument("--images", help="the folder its file_names are relative to")
@@ -65,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     summary, status = run(config_from_args(args))
     if summary is None:
         return status
-    out = Path(args.output)
-    rows_ids = {row["image_id"] for row in _rows(out)}
+    from evals.ground_truth import read_json
+    from rows import locate
+
+    out = locate(args.output)
+    rows_ids = {row["image_id"] for row in _rows(args.output)}
     metrics = {"task": args.task, "checkpoint": str(Path(args.checkpoint).absolute()), "gt": args.coco}
     iou_types = ["bbox"] + (["segm"] if args.task == "segment" and args.vae else [])
-    results = out / "coco_results.json"
+    results = read_json(out.join("coco_results.json").uri)
     for iou_type in iou_types:
         try:
             metrics[iou_type] = evaluate(args.coco, results, iou_type, image_ids=sorted(rows_ids))
@@ -79,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         stats = metrics[iou_type]
         print(f"{iou_type}: AP {stats['AP']:.3f}  AP50 {stats['AP50']:.3f}  AR100 {stats['AR100']:.3f}")
     metrics["labeling"] = asdict(summary)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
-    print(f"wrote {out / 'metrics.json'}")
+    out.join("metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    print(f"wrote {out.join('metrics.json').uri}")
     return status
 
 
@@ -92,23 +91,27 @@ def label_and_score_shapes(cfg, data: Path) -> tuple[object, int, list[dict], di
     """
     import pandas as pd
 
-    from evals.convert import read_rows
     from evals.shapes import shapes_scores
+    from rows import read_rows
 
     summary, status = run(cfg)
     if summary is None:
         return None, status, [], None
     manifest = pd.read_parquet(data / "manifest.parquet").to_dict("records")
-    rows = read_rows(Path(cfg.output) / "predictions")
+    rows = read_rows(cfg.output)
     return summary, status, rows, shapes_scores(rows, manifest, data / "annotations.json")
 
 
 def run_shapes(args: argparse.Namespace) -> int:
     from evals.shapes import headline
+    from rows import is_uri
     from training.shapes_dataset import write_benchmark_set
 
     if args.shapes < 1:
         print("error: --shapes needs at least 1 scene", file=sys.stderr)
+        return 2
+    if is_uri(args.output):
+        print("error: --shapes draws its set into the output folder: give a local --output", file=sys.stderr)
         return 2
     out = Path(args.output)
     data = out / "shapes-data"
@@ -135,10 +138,10 @@ def run_shapes(args: argparse.Namespace) -> int:
     return status
 
 
-def _rows(out: Path) -> list[dict]:
-    import pyarrow.parquet as pq
+def _rows(out: str) -> list[dict]:
+    from rows import iter_rows
 
-    return pq.read_table(out / "predictions", columns=["image_id"]).to_pylist()
+    return list(iter_rows(out, columns=["image_id"]))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,8 @@
 """Our PyTorch PaliGemma (1 and 2): SigLIP vision tower, linear projector, Gemma / Gemma 2 decoder."""
 
-from .config import PaliGemmaConfig, TextConfig, VisionConfig
+from .config import CheckpointError, PaliGemmaConfig, TextConfig, VisionConfig
 from .generation import Generation
 from .image_processing import ImageProcessor, load_image
-from .loading_errors import CheckpointError
 from .paligemma import PaliGemma
 from .tokenizer import PromptTokenizer
 

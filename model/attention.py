@@ -5,6 +5,8 @@ Legend for shapes: B batch, H query heads, K key/value heads, T query length, S 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -47,26 +49,61 @@ def make_attention_mask(
 
 
 class KVCache:
-    """Keys and values of every decoder layer, allocated once per batch and written in place at a slot index.
+    """Keys and values of every decoder layer for a fixed number of slots (rows) and positions, allocated once and
+    written in place: a prefill writes a row's prompt at positions 0..T-1, a decode step writes each row's new token
+    at that row's own position. Shapes never change, so a compiled decode step (and a CUDA graph) can be replayed.
 
-    With left padding every row's prompt ends at the same slot, so one slot index serves the whole batch and the
-    writes are plain slice assignments: no concatenation, no reallocation while decoding.
+    k, v: [layers, B, K, L, D].
     """
 
     def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int, dtype, device):
         shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.max_len = max_len
+        self.batch, self.max_len = batch, max_len
+        self.rows = torch.arange(batch, device=device)
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k/v [B, K, T, D] at slots start..start+T-1; return everything written so far, [B, K, start+T, D]."""
-        end = start + k.shape[2]
-        if end > self.max_len:
-            raise IndexError(f"KV cache holds {self.max_len} slots, write up to {end} asked")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+    def write_prompt(self, layer: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k/v [g, K, T, D] of g prompts -> slots `slots` [g], positions 0..T-1."""
+        T = k.shape[2]
+        if self.max_len < T:
+            raise IndexError(f"KV cache holds {self.max_len} positions, a prompt of {T} asked")
+        self.k[layer, slots, :, :T] = k
+        self.v[layer, slots, :, :T] = v
+
+    def write_step(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """k/v [B, K, 1, D] of one new token per slot -> position `positions[b]` of slot b; returns every slot's
+        keys and values [B, K, L, D] (positions a row has not written are hidden by the mask)."""
+        self.k[layer, self.rows, :, positions] = k[:, :, 0]
+        self.v[layer, self.rows, :, positions] = v[:, :, 0]
+        return self.k[layer], self.v[layer]
+
+
+@dataclass(frozen=True)
+class CacheWrite:
+    """Where one forward pass puts its keys and values: the prompts of batch rows into cache `slots` [B'] (a
+    prefill), or one token per slot at `positions` [B] (a decode step over every slot)."""
+
+    cache: KVCache
+    slots: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+
+
+def step_mask(lengths: torch.Tensor, max_len: int, sliding_window: int | None = None) -> torch.Tensor:
+    """Which cache positions one decode query per row may see: bool [B, 1, 1, L], built on the device.
+
+    Row b writes its new token at position lengths[b] and sees positions 0..lengths[b] (itself included); with a
+    sliding window only the last `sliding_window` of them. Broadcast over heads, never expanded.
+    """
+    j = torch.arange(max_len, device=lengths.device)
+    visible = j[None, :] <= lengths[:, None]
+    if sliding_window is not None:
+        visible = visible & (lengths[:, None] - j[None, :] < sliding_window)
+    return visible[:, None, None, :]
+
+
+# Memory a soft-capped attention may spend on float32 scores at once; larger inputs are done in query chunks.
+SCORES_BUDGET = 256 * 2**20
 
 
 def grouped_attention(
@@ -81,22 +118,41 @@ def grouped_attention(
 
     Instead of repeating each key/value head for its H/K query heads, the query heads of a group are folded into
     the query axis: [B, K, G*T, D]. Same result, no copy of the cache, and a one-token decode step becomes a matrix
-    product instead of G matrix-vector products.
+    product instead of G matrix-vector products. mask: bool [B or 1, 1, T, S] (True = visible) or None.
     """
     B, H, T, D = q.shape
     K, S = k.shape[1], k.shape[2]
     G = H // K
     q = q.reshape(B, K, G * T, D)  # query head h = kv_head * G + g
     if mask is not None and G > 1 and T > 1:
-        mask = mask[:, :, None].expand(B, 1, G, T, S).reshape(B, 1, G * T, S)
+        mask = mask[:, :, None].expand(mask.shape[0], 1, G, T, S).reshape(mask.shape[0], 1, G * T, S)
     if softcap is None:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     else:
-        # Gemma 2 caps the scores before masking, so the fused kernels (which take no cap) cannot be used.
-        scores = (q @ k.transpose(-1, -2)) * scale
-        scores = torch.tanh(scores / softcap) * softcap
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = probs @ v
+        out = softcapped_attention(q, k, v, mask, scale, softcap)
     return out.reshape(B, H, T, D)
+
+
+def softcapped_attention(q, k, v, mask, scale: float, softcap: float) -> torch.Tensor:
+    """Gemma 2's attention: scores capped by tanh(s / cap) * cap before the mask and the softmax. The fused kernels
+    take no cap, so the scores are formed explicitly, in query chunks small enough that the float32 scores of one
+    chunk fit SCORES_BUDGET (a 896-px prefill at batch 64 would otherwise need tens of gigabytes)."""
+    B, K, Q, _ = q.shape
+    S = k.shape[2]
+    chunk = max(1, SCORES_BUDGET // max(1, B * K * S * 4))
+    if chunk >= Q:
+        return _capped(q, k, v, mask, scale, softcap)
+    parts = []
+    for start in range(0, Q, chunk):
+        m = None if mask is None else mask[:, :, start : start + chunk]
+        parts.append(_capped(q[:, :, start : start + chunk], k, v, m, scale, softcap))
+    return torch.cat(parts, dim=2)
+
+
+def _capped(q, k, v, mask, scale: float, softcap: float) -> torch.Tensor:
+    scores = (q @ k.transpose(-1, -2)) * scale
+    scores = torch.tanh(scores / softcap) * softcap
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return probs @ v

@@ -14,7 +14,11 @@ from typing import Any
 GELU_TANH_NAMES = ("gelu_pytorch_tanh", "gelu_tanh", "gelu_fast", "gelu_new")
 
 
-class ConfigError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message names the file and, where there is one, the key."""
+
+
+class ConfigError(CheckpointError):
     """A config.json that we cannot turn into a network; the message names the file and the key."""
 
 
@@ -262,60 +266,10 @@ def _gemma2_layers(n: int) -> tuple[str, ...]:
     return tuple("sliding" if i % 2 == 0 else "full" for i in range(n))
 
 
-# Small sizes use the small test vocabulary of model.random_checkpoint (768 text ids, then 1024 <loc>, 128 <seg>,
-# <image>); the full sizes use the real layout (<loc0000> = 256000, <image> = 257152, vocabulary 257216).
-SMALL_VOCAB, SMALL_IMAGE_ID = 1984, 1920
+# The released sizes (PaliGemma 1 and 2, 224 px; other resolutions change only vision.image_size). Small models
+# with their own vocabulary (tests, benchmarks, the bundled shapes model) are named in training/recipes.py.
 _SIGLIP_SO400M = VisionConfig()
 SIZES: dict[str, PaliGemmaConfig] = {
-    "tiny": PaliGemmaConfig(
-        vision=VisionConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, image_size=56),
-        text=TextConfig(
-            vocab_size=SMALL_VOCAB,
-            hidden_size=64,
-            intermediate_size=128,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=1,
-            head_dim=16,
-        ),
-        projection_dim=64,
-        image_token_id=SMALL_IMAGE_ID,
-    ),
-    "tiny2": PaliGemmaConfig(
-        vision=VisionConfig(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, image_size=56),
-        text=TextConfig(
-            family="gemma2",
-            vocab_size=SMALL_VOCAB,
-            hidden_size=64,
-            intermediate_size=128,
-            num_layers=4,
-            num_heads=4,
-            num_kv_heads=2,
-            head_dim=16,
-            query_pre_attn_scalar=16,
-            attn_logit_softcap=50.0,
-            final_logit_softcap=30.0,
-            sliding_window=8,
-            layer_types=_gemma2_layers(4),
-        ),
-        projection_dim=64,
-        image_token_id=SMALL_IMAGE_ID,
-    ),
-    # About 64M parameters with PaliGemma's proportions: 224 px / patch 14 = 256 image tokens, multi-query text.
-    "mid": PaliGemmaConfig(
-        vision=VisionConfig(hidden_size=384, intermediate_size=1536, num_layers=6, num_heads=6, image_size=224),
-        text=TextConfig(
-            vocab_size=SMALL_VOCAB,
-            hidden_size=512,
-            intermediate_size=4096,
-            num_layers=8,
-            num_heads=8,
-            num_kv_heads=1,
-            head_dim=64,
-        ),
-        projection_dim=512,
-        image_token_id=SMALL_IMAGE_ID,
-    ),
     "pg1-3b": PaliGemmaConfig(vision=_SIGLIP_SO400M, text=TextConfig(), projection_dim=2048),
     "pg2-3b": PaliGemmaConfig(
         vision=_SIGLIP_SO400M,

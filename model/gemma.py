@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import KVCache, grouped_attention
+from .attention import CacheWrite, grouped_attention
 from .config import TextConfig
 from .norm import RMSNorm
 from .rope import apply_rope
@@ -31,14 +31,14 @@ class SelfAttention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
-        cache: KVCache | None,
-        start: int,
+        cache: CacheWrite | None,
         last_only: bool,
     ) -> torch.Tensor:
         """x [B, T, C] -> [B, T, C], or [B, 1, C] for the last position only when `last_only`.
 
         `last_only` is for the top layer of a prefill: keys and values of every position go to the cache, but only
         the last position feeds the next-token logits, so its query, output projection and MLP are all we need.
+        A prefill attends over its own keys (the cache is only written); a decode step attends over the cache.
         """
         cfg = self.cfg
         B, T, _ = x.shape
@@ -49,8 +49,10 @@ class SelfAttention(nn.Module):
         v = self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         q = apply_rope(q, cos[:, :, -q.shape[2] :], sin[:, :, -q.shape[2] :])
         k = apply_rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(self.layer, start, k, v)
+        if cache is not None and cache.positions is None:
+            cache.cache.write_prompt(self.layer, cache.slots, k, v)
+        elif cache is not None:
+            k, v = cache.cache.write_step(self.layer, cache.positions, k, v)
         if mask is not None and last_only:
             mask = mask[:, :, -1:]
         out = grouped_attention(q, k, v, mask, cfg.attention_scale, cfg.attn_logit_softcap)
@@ -88,8 +90,8 @@ class DecoderBlock(nn.Module):
             self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope, mask, cache, start, last_only=False):
-        attn = self.self_attn(self.input_layernorm(x), rope, mask, cache, start, last_only)
+    def forward(self, x, rope, mask, cache, last_only=False):
+        attn = self.self_attn(self.input_layernorm(x), rope, mask, cache, last_only)
         if last_only:
             x = x[:, -1:]
         if self.gemma2:
@@ -118,8 +120,7 @@ class GemmaDecoder(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
         masks: dict[str, torch.Tensor | None],
-        cache: KVCache | None = None,
-        start: int = 0,
+        cache: CacheWrite | None = None,
         last_only: bool = False,
     ) -> torch.Tensor:
         """Embeddings [B, T, C] -> final-normed hidden states [B, T, C] ([B, 1, C] with `last_only`).
@@ -128,6 +129,6 @@ class GemmaDecoder(nn.Module):
         """
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            mask = masks["sliding" if layer.sliding else "full"]
-            x = layer(x, rope, mask, cache, start, last_only=last_only and i == last)
+            mask = masks.get("sliding" if layer.sliding else "full")
+            x = layer(x, rope, mask, cache, last_only=last_only and i == last)
         return self.norm(x)

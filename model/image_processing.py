@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .loading_errors import CheckpointError
+from .config import CheckpointError
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .config import ConfigError, PaliGemmaConfig
+from .config import CheckpointError, ConfigError, PaliGemmaConfig
 from .image_processing import ImageProcessor
-from .loading_errors import CheckpointError
-from .paligemma import PaliGemma
 from .tokenizer import PromptTokenizer
 
 DTYPES = {
@@ -111,13 +109,20 @@ def weight_files(folder: Path) -> dict[str, list[str] | None]:
 
 
 def load_state(
-    folder: Path, expected: dict[str, torch.Size], dtype: torch.dtype, device, optional: frozenset[str] = frozenset()
+    folder: Path,
+    expected: dict[str, torch.Size],
+    dtype: torch.dtype,
+    device,
+    optional: frozenset[str] = frozenset(),
+    read: bool = True,
 ) -> dict[str, torch.Tensor]:
-    """Every expected tensor, read into `dtype` on `device`; keys in `optional` may be absent."""
+    """Every expected tensor, read into `dtype` on `device`; keys in `optional` may be absent. With read=False
+    only the files' headers are checked (keys, shapes, sizes) and the tensors are left on disk."""
     state: dict[str, torch.Tensor] = {}
     where: dict[str, str] = {}
     for name, listed in weight_files(folder).items():
         path = folder / name
+        check_file_size(path)
         try:
             f = safe_open(str(path), framework="pt", device=str(device))
         except Exception as e:  # safetensors raises its own error types for truncated or foreign files
@@ -139,7 +144,7 @@ def load_state(
                     raise CheckpointError(
                         f"{path}: key {key!r} has shape {list(shape)} but config.json implies {list(expected[ours])}"
                     )
-                state[ours] = f.get_tensor(key).to(dtype)
+                state[ours] = f.get_tensor(key).to(dtype) if read else torch.empty(0)
                 where[ours] = name
     missing = sorted(set(expected) - set(state) - optional)
     if missing:
@@ -147,12 +152,35 @@ def load_state(
     return state
 
 
-def load_pretrained(path: str | Path, dtype=None, device=None) -> PaliGemma:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a checkpoint folder")
-    dtype = resolve_dtype(dtype)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+def check_file_size(path: Path) -> None:
+    """A safetensors file whose data ends before its header says (a truncated download or copy) is refused here,
+    from its header alone, instead of failing later while a tensor is read."""
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({size} bytes, no header)")
+        (length,) = struct.unpack("<Q", head)
+        if length > size - 8:
+            raise CheckpointError(
+                f"{path}: not a readable safetensors file (its first bytes announce a {length}-byte header but the "
+                f"file has {size} bytes: truncated, or not safetensors)"
+            )
+        try:
+            header = json.loads(f.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{path}: not a readable safetensors file (bad header: {e})") from e
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + length + end > size:
+        raise CheckpointError(
+            f"{path}: truncated: the header describes {8 + length + end} bytes but the file has {size}"
+        )
+
+
+def _prepare(folder: Path, network: type) -> tuple:
+    """Config, tokenizer, image processor, a meta-device network and the shapes its weights must have."""
     config = read_config(folder)
     tokenizer = PromptTokenizer.from_file(folder / "tokenizer.json")
     if tokenizer.image_id != config.image_token_id:
@@ -162,13 +190,35 @@ def load_pretrained(path: str | Path, dtype=None, device=None) -> PaliGemma:
         )
     processor = ImageProcessor.from_pretrained(folder, config.vision.image_size)
     with torch.device("meta"):
-        model = PaliGemma(config)
+        model = network(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     optional: frozenset[str] = frozenset()
     if config.tie_word_embeddings:
         # Tied checkpoints may still carry a copy of the embedding as lm_head: accept it, then use the embedding.
         expected["lm_head.weight"] = torch.Size((config.text.vocab_size, config.text.hidden_size))
         optional = frozenset({"lm_head.weight"})
+    return config, tokenizer, processor, model, expected, optional
+
+
+def check_checkpoint(path: str | Path, network: type) -> PaliGemmaConfig:
+    """Everything `load_pretrained` checks, without reading a tensor: config.json, tokenizer.json, the
+    preprocessor config and every weights file's header (keys, shapes, and that no file is truncated)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a checkpoint folder")
+    config, _, _, _, expected, optional = _prepare(folder, network)
+    load_state(folder, expected, torch.float32, "cpu", optional, read=False)
+    return config
+
+
+def load_pretrained(network: type, path: str | Path, dtype=None, device=None):
+    """A `network` (the PaliGemma class, handed in by its from_pretrained) with the folder's weights."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a checkpoint folder")
+    dtype = resolve_dtype(dtype)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    config, tokenizer, processor, model, expected, optional = _prepare(folder, network)
     state = load_state(folder, expected, dtype, device, optional)
     if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)

@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import KVCache, make_attention_mask
+from .attention import CacheWrite, KVCache, make_attention_mask, step_mask
 from .config import PaliGemmaConfig
 from .gemma import GemmaDecoder
+from .loading import check_checkpoint, load_pretrained
 from .rope import rope_tables
 from .siglip import SiglipVisionTower
 
@@ -52,15 +53,33 @@ class PaliGemma(nn.Module):
             self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.step = self.decode_step  # what generation calls each step; compile_decode_step swaps in a compiled one
 
     @classmethod
     def from_pretrained(
-        cls, path: str | Path, dtype: torch.dtype | str | None = None, device: torch.device | str | None = None
+        cls,
+        path: str | Path,
+        dtype: torch.dtype | str | None = None,
+        device: torch.device | str | None = None,
+        compile: bool = False,
     ) -> PaliGemma:
-        """Load a Hugging Face PaliGemma 1 or 2 checkpoint folder (safetensors only). dtype None means float32."""
-        from .loading import load_pretrained
+        """Load a Hugging Face PaliGemma 1 or 2 checkpoint folder (safetensors only).
 
-        return load_pretrained(path, dtype=dtype, device=device)
+        dtype None means float32 on a CPU and bfloat16 on a GPU; float16 is refused (Gemma's activations overflow
+        it). compile=True compiles the decode step (model/compiled.py): slower to start, faster to generate.
+        """
+        model = load_pretrained(cls, path, dtype=dtype, device=device)
+        if compile:
+            from .compiled import compile_decode_step
+
+            compile_decode_step(model)
+        return model
+
+    @classmethod
+    def check_pretrained(cls, path: str | Path) -> PaliGemmaConfig:
+        """Check a checkpoint folder as from_pretrained would (config, tokenizer, every weights file's header)
+        without reading the weights: fast, so jobs run it before they start any workers."""
+        return check_checkpoint(path, cls)
 
     @property
     def device(self) -> torch.device:
@@ -103,14 +122,15 @@ class PaliGemma(nn.Module):
         return rope_tables(positions, t.head_dim, t.rope_theta, self.dtype)
 
     def _masks(
-        self, valid: torch.Tensor, q_index: torch.Tensor, prefix: torch.Tensor | None
+        self, valid: torch.Tensor, q_index: torch.Tensor, prefix: torch.Tensor | None, always: bool = False
     ) -> dict[str, torch.Tensor | None]:
-        """Masks for global and sliding layers; None where nothing is masked, so SDPA can take its fastest path."""
+        """Masks for global and sliding layers; None where nothing is masked, so SDPA can take its fastest path
+        (unless `always`: finding that out costs a host synchronization, which a compiled step avoids)."""
         full = make_attention_mask(valid, q_index, prefix)
-        masks = {"full": None if bool(full.all()) else full}
+        masks = {"full": full if always or not bool(full.all()) else None}
         if "sliding" in self.config.text.layer_types:
             sliding = make_attention_mask(valid, q_index, prefix, self.config.text.sliding_window)
-            masks["sliding"] = None if bool(sliding.all()) else sliding
+            masks["sliding"] = sliding if always or not bool(sliding.all()) else None
         return masks
 
     # ---- entry points ------------------------------------------------------------------------------------------
@@ -136,10 +156,13 @@ class PaliGemma(nn.Module):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        images_first: bool = False,
     ) -> torch.Tensor:
         """The final-normed hidden states [B, T, C] of `forward`, before the vocabulary projection.
 
-        Training takes these so that it projects only the answer positions onto the vocabulary.
+        Training takes these so that it projects only the answer positions onto the vocabulary. images_first:
+        every row starts with its <image> tokens (right padding, as training batches are laid out), which lets
+        the image features be put in place without looking at the ids, and so without a host synchronization.
         """
         input_ids = input_ids.to(self.device)
         T = input_ids.shape[1]
@@ -147,62 +170,60 @@ class PaliGemma(nn.Module):
         if attention_mask is not None:
             valid = attention_mask.to(self.device).bool()
         prefix = valid if token_type_ids is None else valid & (token_type_ids.to(self.device) == 0)
-        x = self.embed_inputs(input_ids, pixel_values)
+        if images_first and pixel_values is not None:
+            features = self.image_features(pixel_values)
+            text = self.language_model.embed(input_ids[:, features.shape[1] :])
+            x = torch.cat([features.to(text.dtype), text], dim=1)
+            masks = self._masks(valid, torch.arange(T, device=self.device), prefix, always=True)
+        else:
+            x = self.embed_inputs(input_ids, pixel_values)
+            masks = self._masks(valid, torch.arange(T, device=self.device), prefix)
         rope = self._rope(valid.long().cumsum(1))
-        masks = self._masks(valid, torch.arange(T, device=self.device), prefix)
         return self.language_model(x, rope, masks)
+
+    # ---- generation: prefill prompts into cache slots, then one-token steps over every slot ----------------------
+
+    def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """float[N, 3, S, S] -> the projected patch features float[N, n_image, C] that stand in for <image> tokens."""
+        return self.multi_modal_projector(self.vision_tower(pixel_values.to(self.device, self.dtype)))
+
+    def prefill(self, input_ids: torch.Tensor, features: torch.Tensor, write: CacheWrite) -> torch.Tensor:
+        """Prompts of one length, long[g, T] (n_image <image> ids, then the text), with their images' features
+        [g, n_image, C]: run them bidirectionally, store their keys and values in cache slots `write.slots`, and
+        return the next-token logits [g, V].
+
+        Prompts of one length need no padding and so no mask at all (the whole prompt is the bidirectional prefix,
+        sliding-window layers included, as transformers does), which lets attention take its fastest path.
+        """
+        n = features.shape[1]
+        text = self.language_model.embed(input_ids[:, n:].to(self.device))
+        x = torch.cat([features.to(text.dtype), text], dim=1)
+        T = x.shape[1]
+        positions = torch.arange(1, T + 1, device=self.device)[None]  # 1-based, as transformers counts them
+        h = self.language_model(x, self._rope(positions), {}, write, last_only=True)
+        return self.lm_logits(h[:, -1])
+
+    def decode_step(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One token per cache slot: tokens long[B] written at positions lengths[B] (each slot's own), attending to
+        positions 0..lengths[b]; returns logits [B, V]. No host synchronization and no shape that depends on the
+        data, so it compiles with fullgraph=True and replays as a CUDA graph."""
+        t = self.config.text
+        x = self.language_model.embed(tokens[:, None])
+        rope = self._rope((lengths + 1)[:, None])
+        masks = {"full": step_mask(lengths, cache.max_len)}
+        if "sliding" in t.layer_types:
+            masks["sliding"] = step_mask(lengths, cache.max_len, t.sliding_window)
+        h = self.language_model(x, rope, masks, CacheWrite(cache, positions=lengths))
+        return self.lm_logits(h[:, -1])
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         t = self.config.text
         return KVCache(t.num_layers, batch, t.num_kv_heads, max_len, t.head_dim, self.dtype, self.device)
 
-    def prefill(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor, valid: torch.Tensor, cache: KVCache
-    ) -> torch.Tensor:
-        """Run the whole left-padded prompt [B, T] bidirectionally, fill cache slots 0..T-1, and return the
-        next-token logits [B, V] of the last position."""
-        T = input_ids.shape[1]
-        x = self.embed_inputs(input_ids, pixel_values)
-        rope = self._rope(valid.long().cumsum(1))
-        masks = self._masks(valid, torch.arange(T, device=self.device), prefix=valid)
-        h = self.language_model(x, rope, masks, cache, start=0, last_only=True)
-        return self.lm_logits(h[:, -1])
-
-    def decode_step(
-        self, tokens: torch.Tensor, positions: torch.Tensor, slot: int, valid: torch.Tensor, cache: KVCache
-    ) -> torch.Tensor:
-        """One causal step: tokens [B] at RoPE positions [B], written to cache slot `slot`; valid [B, slot + 1]
-        marks the cache slots that are not padding. Returns logits [B, V]."""
-        x = self.language_model.embed(tokens[:, None])
-        rope = self._rope(positions[:, None])
-        masks = self._masks(valid, torch.tensor([slot], device=self.device), prefix=None)
-        h = self.language_model(x, rope, masks, cache, start=slot)
-        return self.lm_logits(h[:, -1])
-
-    def generate(
-        self,
-        images: list,
-        prompts: list[str] | str,
-        max_new_tokens: int = 64,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        return_logprobs: bool = False,
-        stop_at_eos: bool = True,
-    ) -> list[str] | list[Generation]:
-        """Text for each (image, prompt) pair; see `model.generation.generate`."""
+    def generate(self, images: list, prompts: list[str] | str, **options) -> list[str] | list[Generation]:
+        """Text for each (image, prompt) pair. Options (see `model.generation.generate`): max_new_tokens,
+        do_sample, temperature, top_p, seed, return_logprobs, stop_at_eos, batch_size (pairs in flight),
+        on_result (called as each pair is done)."""
         from .generation import generate
 
-        return generate(
-            self,
-            images,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            return_logprobs=return_logprobs,
-            stop_at_eos=stop_at_eos,
-        )
+        return generate(self, images, prompts, **options)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from .loading_errors import CheckpointError
+from .config import CheckpointError
 
 # Tokens that must each be a single id: detection and segmentation answers are written with them.
 REQUIRED_SINGLE_TOKENS = ("<image>", "<bos>", "<eos>", "<pad>", "<loc0000>", "<loc1023>", "<seg000>", "<seg127>")

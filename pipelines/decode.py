@@ -13,6 +13,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from rows.storage import is_uri, locate
+
 # Pillow's own limit (89.5 Mpx warns, twice that raises); ours is checked before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -73,26 +75,24 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 
 def read_bytes(path: str) -> bytes:
-    """Local paths, or any URI pyarrow's filesystems understand (s3://, gs://, hdfs://)."""
-    if "://" in path:
-        import pyarrow.fs
-
-        fs, inner = pyarrow.fs.FileSystem.from_uri(path)
-        with fs.open_input_stream(inner) as f:
-            return f.read()
+    """Local paths, or any URI pyarrow's (or fsspec's) filesystems understand (s3://, gs://, abfs://, hdfs://)."""
+    if is_uri(path):
+        return locate(path).read_bytes()
     with open(path, "rb") as f:
         return f.read()
 
 
 def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    """One input row (image_id, path, file_name, prompt, task) -> the row plus width, height, pixels, error.
+    """One input row (image_id, path, prompt[, bytes]) -> the row plus width, height, pixels, error.
 
+    The image comes from the row's `bytes` when it has them (a Parquet dataset's rows), from its path otherwise.
     Never raises for a bad image: the error goes into the row ("" when there is none, so that the column's Arrow
     type is a string in every block) and the replica passes it through.
     """
-    out = dict(row)
+    out = {k: v for k, v in row.items() if k != "bytes"}
     try:
-        image = decode_image(read_bytes(row["path"]), max_pixels)
+        data = row.get("bytes")
+        image = decode_image(data if data is not None else read_bytes(row["path"]), max_pixels)
         out["width"], out["height"] = image.width, image.height
         resized = image.resize((size, size), Image.Resampling.BICUBIC)
         out["pixels"] = np.asarray(resized, dtype=np.uint8)

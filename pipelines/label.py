@@ -1,151 +1,78 @@
-"""Label a folder, COCO set or manifest with PaliGemma on Ray Data; `python -m jobs.label` is its command line.
+"""Label a folder, COCO set, manifest or Parquet dataset with PaliGemma on Ray Data; `python -m jobs.label` is its
+command line.
 
-    inputs (driver) ─► from_items ─► map(prepare): read, decode, upright RGB, resize  [CPU tasks]
-                    ─► map_batches(Replica): batched generate + task parsing + masks  [actor pool]
-                    ─► driver: drop keys already written, Parquet parts (atomic) ─► COCO files, previews, summary
+    plan (driver) ─► from_arrow / read_parquet ─► map(prepare): read, decode, upright RGB, resize  [CPU tasks]
+                  ─► map_batches(Replica): batched generate + task parsing + masks              [actor pool]
+                  ─► driver: drop keys already written, Parquet parts + commit records
+                  ─► isolation of inputs that kill their replica ─► COCO files, exports, previews, summary
 
 The driver is the only writer. That keeps exactly-once simple: Ray Data redoes the batch of a replica that died
-(actors restart, tasks are retried), and whatever reaches the driver is written unless its (image_id, prompt) key
-is already on disk or in this run, so neither a retried batch nor a resumed run can duplicate a row. Rows are
-small (text and objects), so one writer is not the bottleneck; images and model work stay on the workers.
+(actors restart, tasks are retried a bounded number of times), and whatever reaches the driver is written unless
+its (image_id, prompt) key is already there, so neither a retried batch nor a resumed run can duplicate a row.
+Inputs that never came back (their batch killed the replica every time) are then split and retried alone until
+the input that kills is found and written as an error row. Rows are small (text and objects); images and model
+work stay on the workers, and the exports at the end stream over the parts.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
-from pipelines.coco_export import categories_for, dataset_file, results_file
-from pipelines.decode import DEFAULT_MAX_PIXELS, prepare
-from pipelines.output import OutputFolder
-from pipelines.replica import CRASH_ONCE_ENV, ROW_SCHEMA, Replica, task_for_prompt
-from pipelines.sources import Source, SourceError, coco_source, folder_source, manifest_source
-
-# Test-only: after writing this many part files the driver SIGKILLs itself (a job killed mid-run, for --resume).
-KILL_AFTER_PARTS_ENV = "PALIGEMMA_TEST_KILL_AFTER_PARTS"
-
-
-class ConfigError(ValueError):
-    """Arguments, checkpoint or output folder that cannot work; the job exits with status 2."""
-
-
-@dataclass
-class LabelConfig:
-    checkpoint: str
-    output: str
-    task: str | None = None
-    classes: str | None = None
-    per_class: bool = False  # detect/segment: one prompt per class instead of one prompt listing them all
-    prompt: str | None = None
-    lang: str | None = None
-    images: str | None = None
-    coco: str | None = None
-    manifest: str | None = None
-    replicas: int = 1
-    gpus_per_replica: float | None = None
-    cpus_per_replica: float | None = None
-    threads_per_replica: int | None = None
-    batch_size: int = 8
-    device: str | None = None
-    dtype: str | None = None
-    backend: str = "native"
-    vae: str | None = None
-    max_new_tokens: int = 64
-    resume: bool = False
-    limit: int | None = None
-    previews: int = 0
-    min_score: float = 0.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    rows_per_part: int = 1000
-    seconds_per_part: float = 60.0
-    progress: bool = True
+from exports.filters import ObjectFilter
+from pipelines.config import ConfigError, LabelConfig, Summary
+from pipelines.decode import prepare
+from pipelines.errors import KINDS
+from pipelines.keys import key_hashes
+from pipelines.output import OutputError, OutputFolder
+from pipelines.plan import Plan, job_tasks, load_source, plan_inputs, tasks_by_prompt
+from pipelines.replica import Replica
+from pipelines.sources import Source
+from pipelines.writer import PartWriter
+from tasks import Task
 
 
-@dataclass
-class Summary:
-    inputs: int  # inputs this run processed
-    errors: int
-    skipped: int  # already in the output (--resume)
-    seconds: float
-    images_per_s: float
-    total_rows: int  # rows in the output folder, all runs
-    duplicates_dropped: int = 0
-    unknown_labels: int = 0
-    files: dict = field(default_factory=dict)
+class Interrupted(Exception):
+    """The job was stopped by SIGINT or SIGTERM; buffered rows were written first."""
 
-    def line(self) -> str:
-        text = (
-            f"labeled {self.inputs} inputs, {self.errors} errors, {self.images_per_s:.2f} images/s, "
-            f"{self.seconds:.1f} s"
-        )
-        if self.skipped:
-            text += f" ({self.skipped} already done, skipped)"
-        return text
+    def __init__(self, signum: int, rows: int, output: str):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum, self.rows, self.output = signum, rows, output
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum  # 130 for SIGINT, 143 for SIGTERM, as shells report them
+
+
+class _Stop(BaseException):
+    """Raised by the signal handlers inside the driver's loop (a BaseException, so no `except Exception` eats it)."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
 
 
 # ---- checking the request before any work starts ---------------------------------------------------------------
 
 
-def load_source(cfg: LabelConfig) -> Source:
-    given = [name for name in ("coco", "manifest") if getattr(cfg, name)]
-    if len(given) > 1 or (cfg.manifest and cfg.images):
-        raise ConfigError("give one source: --images DIR, --coco ANN.json --images DIR, or --manifest FILE")
-    try:
-        if cfg.coco:
-            if not cfg.images:
-                raise ConfigError("--coco needs --images DIR, the folder its file_names are relative to")
-            return coco_source(cfg.coco, cfg.images)
-        if cfg.manifest:
-            return manifest_source(cfg.manifest)
-        if cfg.images:
-            return folder_source(cfg.images)
-    except SourceError as e:
-        raise ConfigError(str(e)) from e
-    raise ConfigError("give a source: --images DIR, --coco ANN.json --images DIR, or --manifest FILE")
-
-
-def task_spec(cfg: LabelConfig, source: Source) -> dict:
-    """The job's task as `task_from_cli` arguments. A COCO source without --classes uses its category names."""
-    from tasks import task_from_cli
-
-    if cfg.task is None:
-        if source.kind == "manifest" and all(item.prompt for item in source.items):
-            return {"name": "raw", "prompt": "unused: every manifest row has its own prompt"}
-        raise ConfigError("--task is required (a manifest without a prompt on every row needs it too)")
-    classes = cfg.classes
-    if cfg.task in ("detect", "segment") and not classes and source.categories:
-        classes = " ; ".join(c["name"] for c in source.categories)
-    spec = {"name": cfg.task, "classes": classes, "prompt": cfg.prompt, "lang": cfg.lang}
-    if cfg.per_class and cfg.task not in ("detect", "segment"):
-        raise ConfigError(f"--per-class is for --task detect or segment, not {cfg.task}")
-    try:
-        task_from_cli(**spec)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    return spec
-
-
 def check_checkpoint(cfg: LabelConfig) -> int:
-    """Read config.json and tokenizer.json only (the replicas load the weights); returns the image size."""
-    from model import CheckpointError
+    """The checkpoint as far as can be known without loading it: config.json, tokenizer.json and the header of
+    every weights file, checked against the config (a truncated or mismatched file fails here, in one line, not
+    in every replica); returns the image size."""
+    from model import CheckpointError, PaliGemma
     from model.image_processing import ImageProcessor
-    from model.loading import read_config, resolve_dtype, weight_files
-    from model.tokenizer import PromptTokenizer
+    from model.loading import resolve_dtype
 
     folder = Path(cfg.checkpoint)
     try:
-        if not folder.is_dir():
-            raise CheckpointError(f"{folder}: not a folder")
-        config = read_config(folder)
-        PromptTokenizer.from_file(folder / "tokenizer.json")
-        weight_files(folder)
+        config = PaliGemma.check_pretrained(folder)
         resolve_dtype(cfg.dtype)
         return ImageProcessor.from_pretrained(folder, config.vision.image_size).size
     except (CheckpointError, ValueError) as e:
@@ -155,8 +82,13 @@ def check_checkpoint(cfg: LabelConfig) -> int:
 def check_resources(cfg: LabelConfig) -> None:
     if cfg.backend not in ("native", "transformers"):
         raise ConfigError(f"--backend must be native or transformers, got {cfg.backend!r}")
-    if cfg.replicas < 1 or cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-        raise ConfigError("--replicas, --batch-size and --max-new-tokens must be at least 1")
+    for flag, value in (("--replicas", cfg.replicas), ("--batch-size", cfg.batch_size),
+                        ("--max-new-tokens", cfg.max_new_tokens), ("--max-pixels", cfg.max_pixels),
+                        ("--rows-per-part", cfg.rows_per_part)):  # fmt: skip
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
+    if cfg.retries < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {cfg.retries}")
     device = cfg.device or "cpu"
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"--device must be cpu or cuda, got {cfg.device!r}")
@@ -169,30 +101,49 @@ def check_resources(cfg: LabelConfig) -> None:
         raise ConfigError("--gpus-per-replica needs --device cuda")
     if cfg.vae and not Path(cfg.vae).is_file():
         raise ConfigError(f"--vae {cfg.vae}: file is missing")
-    if cfg.previews < 0 or (cfg.limit is not None and cfg.limit < 1):
-        raise ConfigError("--previews must be 0 or more and --limit at least 1")
+    if cfg.previews < 0:
+        raise ConfigError(f"--previews must be 0 or more, got {cfg.previews}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {cfg.limit}")
+    if cfg.retry_errors and not cfg.resume:
+        raise ConfigError("--retry-errors labels the failed rows of an earlier run again: it needs --resume")
+    if any(k not in (*KINDS, "other") for k in cfg.retry_errors):
+        raise ConfigError(f"--retry-errors: kinds are {', '.join(KINDS)}")
+    from exports import FORMATS
+
+    unknown = [f for f in cfg.exports if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"--export: unknown format {', '.join(unknown)}; formats are {', '.join(FORMATS)}")
+    object_filter(cfg)
 
 
-def settings_for_resume(cfg: LabelConfig, spec: dict) -> dict:
+def object_filter(cfg: LabelConfig) -> ObjectFilter:
+    try:
+        return ObjectFilter(cfg.min_score, dict(cfg.class_thresholds), cfg.nms_iou, cfg.class_agnostic_nms)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+def settings_for_resume(cfg: LabelConfig, tasks: list[Task]) -> dict:
     """What decides a row's content; --resume refuses to mix rows made with other values of these."""
     return {
         "checkpoint": str(Path(cfg.checkpoint).absolute()),
         "backend": cfg.backend,
-        "task": spec,
-        "per_class": cfg.per_class,
+        "prompts": [t.prompt() for t in tasks],
         "max_new_tokens": cfg.max_new_tokens,
         "dtype": cfg.dtype,
         "vae": None if cfg.vae is None else str(Path(cfg.vae).absolute()),
+        "objects": object_filter(cfg).settings(),
     }
 
 
-# ---- running it -------------------------------------------------------------------------------------------------
+# ---- the Ray dataset --------------------------------------------------------------------------------------------
 
 
 def cpus_per_replica(cfg: LabelConfig, cluster_cpus: float) -> float:
     """CPU reservation of a replica. A GPU replica needs little CPU. A CPU replica takes at most one CPU and
-    always leaves one free for the decode tasks: on a 2-CPU machine 2 replicas at 1 CPU each plus the read task
-    deadlock (DESIGN.md §10), so they get 0.5 each."""
+    always leaves one free for the decode tasks: on a 2-CPU machine, 2 replicas at 1 CPU each plus the read task
+    deadlock (Ray Data waits for a CPU for the read for ever), so they get 0.5 each."""
     if cfg.cpus_per_replica is not None:
         return cfg.cpus_per_replica
     if cfg.gpus_per_replica:
@@ -206,234 +157,252 @@ def cpus_per_replica(cfg: LabelConfig, cluster_cpus: float) -> float:
 DECODE_MEMORY = 256 * 2**20
 
 
-def input_blocks(rows: list[dict], batch_size: int, replicas: int) -> list[pa.Table]:
+def input_blocks(inputs: pa.Table, batch_size: int, replicas: int) -> list[pa.Table]:
     """The inputs as Arrow tables of a whole number of batches each, one Ray block per table.
 
     A block that is not a multiple of the batch size makes a short batch (blocks of 12 at batch size 8 run as
     8 + 4, wasting a third of the work), and a replica's rows reach the driver a block at a time. So blocks hold
     1 to 16 batches: enough blocks to keep every replica busy (8 per replica), few enough for small overheads.
     """
-    per_replica = math.ceil(len(rows) / (batch_size * 8 * replicas))
+    per_replica = math.ceil(inputs.num_rows / (batch_size * 8 * replicas))
     size = batch_size * max(1, min(16, per_replica))
-    return [pa.Table.from_pylist(rows[i : i + size]) for i in range(0, len(rows), size)]
+    return [inputs.slice(i, size) for i in range(0, inputs.num_rows, size)]
 
 
-def build_dataset(cfg: LabelConfig, rows: list[dict], spec: dict, image_size: int):
+def replica_args(cfg: LabelConfig, tasks: list[Task]) -> dict:
+    return {
+        "checkpoint": str(Path(cfg.checkpoint).absolute()),
+        "tasks": tasks_by_prompt(tasks),
+        "backend": cfg.backend,
+        "device": cfg.device,
+        "dtype": cfg.dtype,
+        "vae": None if cfg.vae is None else str(Path(cfg.vae).absolute()),
+        "max_new_tokens": cfg.max_new_tokens,
+        "object_filter": object_filter(cfg),
+        # torch in an actor gets OMP_NUM_THREADS = its CPU reservation (at least 1); CPU replicas instead share
+        # their machine's cores (the replica divides os.cpu_count() there by the replica count).
+        "threads": cfg.threads_per_replica or (None if cfg.gpus_per_replica else -cfg.replicas),
+    }
+
+
+def build_dataset(cfg: LabelConfig, source: Source, plan: Plan, tasks: list[Task], image_size: int,
+                  replica_class: type):  # fmt: skip
     import ray
 
     cluster_cpus = float(ray.cluster_resources().get("CPU", 1))
-    replica_cpus = cpus_per_replica(cfg, cluster_cpus)
-    ds = ray.data.from_arrow(input_blocks(rows, cfg.batch_size, cfg.replicas))
+    if plan.inputs is not None:
+        ds = ray.data.from_arrow(input_blocks(plan.inputs, cfg.batch_size, cfg.replicas))
+    else:
+        from pipelines.parquet_input import parquet_inputs
+
+        ds = parquet_inputs(source, [t.prompt() for t in tasks], plan.done, cfg.limit)
     ds = ds.map(
         prepare,
         fn_kwargs={"size": image_size, "max_pixels": cfg.max_pixels},
         num_cpus=0.5,
         memory=DECODE_MEMORY,
     )
-    replica_args = {
-        "checkpoint": str(Path(cfg.checkpoint).absolute()),
-        "task": spec,
-        "backend": cfg.backend,
-        "device": cfg.device,
-        "dtype": cfg.dtype,
-        "vae": None if cfg.vae is None else str(Path(cfg.vae).absolute()),
-        "max_new_tokens": cfg.max_new_tokens,
-        # torch in an actor gets OMP_NUM_THREADS = its CPU reservation (at least 1); CPU replicas instead share
-        # their machine's cores (the replica divides os.cpu_count() there by the replica count).
-        "threads": cfg.threads_per_replica or (None if cfg.gpus_per_replica else -cfg.replicas),
-        "crash_once": os.environ.get(CRASH_ONCE_ENV) or None,
-    }
+    with warnings.catch_warnings():
+        # Ray 2.60 takes actor restarts and task retries only through its deprecated ray_remote_args: there is no
+        # named parameter for them yet, and the retries are what bounds a poison input.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+        return _map_batches(ds, cfg, tasks, replica_class, cluster_cpus)
+
+
+def _map_batches(ds, cfg: LabelConfig, tasks: list[Task], replica_class: type, cluster_cpus: float):
+    import ray
+
     return ds.map_batches(
-        Replica,
-        fn_constructor_kwargs=replica_args,
+        replica_class,
+        fn_constructor_kwargs=replica_args(cfg, tasks),
         batch_size=cfg.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.replicas),
-        num_cpus=replica_cpus,
+        num_cpus=cpus_per_replica(cfg, cluster_cpus),
         num_gpus=cfg.gpus_per_replica or None,
-        # No max_restarts / max_task_retries here: Ray Data's actor pools default to -1 for both (restart a dead
-        # replica, redo its batch), which is what exactly-once needs; tests/test_pipeline_label.py checks it.
+        resources=cfg.replica_resources or None,
+        # A replica that dies is restarted and its batch redone, at most `retries` times; a batch that still
+        # fails is left out here (max_errored_blocks below) and its inputs go to isolate_poison.
+        max_restarts=-1,
+        max_task_retries=cfg.retries,
     )
 
 
-class PartWriter:
-    """Buffers rows from the pipeline and writes a part when it holds rows_per_part rows or is seconds_per_part
-    old; drops keys already written."""
-
-    def __init__(self, out: OutputFolder, done: set, rows_per_part: int, seconds_per_part: float):
-        self.out, self.seen = out, done
-        self.rows_per_part, self.seconds_per_part = rows_per_part, seconds_per_part
-        self.buffer: list[pa.Table] = []
-        self.buffered = 0
-        self.since = time.monotonic()
-        self.rows = self.errors = self.duplicates = 0
-        self.started: float | None = None  # when the pipeline started (after Ray's own start-up)
-        kill_after = os.environ.get(KILL_AFTER_PARTS_ENV)
-        self.kill_after = int(kill_after) if kill_after else None
-
-    def add(self, table: pa.Table) -> int:
-        keys = list(zip(table.column("image_id").to_pylist(), table.column("prompt").to_pylist(), strict=True))
-        keep = []
-        for i, key in enumerate(keys):
-            if key in self.seen:
-                self.duplicates += 1
-                continue
-            self.seen.add(key)
-            keep.append(i)
-        if len(keep) < len(keys):
-            table = table.take(keep)
-        if table.num_rows:
-            self.buffer.append(table)
-            self.buffered += table.num_rows
-            self.rows += table.num_rows
-            self.errors += table.num_rows - table.column("error").null_count
-        if self.buffered >= self.rows_per_part or time.monotonic() - self.since >= self.seconds_per_part:
-            self.flush()
-        return table.num_rows
-
-    def flush(self) -> None:
-        self.since = time.monotonic()
-        if not self.buffer:
-            return
-        table = pa.concat_tables(self.buffer)
-        self.buffer, self.buffered = [], 0
-        self.out.write_part(table)
-        if self.kill_after is not None and self.out.written_parts >= self.kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def run_rows(cfg: LabelConfig, rows: list[dict], spec: dict, image_size: int, writer: PartWriter) -> None:
-    """Run the Ray pipeline over the rows to do and hand every output batch to the writer."""
+def run_pipeline(cfg: LabelConfig, ds, writer: PartWriter) -> None:
     import ray
 
-    started_ray = False
-    if not ray.is_initialized():
-        # Under `ray job submit` (or with RAY_ADDRESS set) this joins the cluster; otherwise it starts a local one.
-        ray.init()
-        started_ray = True
-    try:
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = cfg.progress
-        ctx.enable_operator_progress_bars = cfg.progress
-        ds = build_dataset(cfg, rows, spec, image_size)
-        writer.started = time.perf_counter()
-        for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            writer.add(table)
-        writer.flush()
-    finally:
-        writer.flush()
-        if started_ray:
-            ray.shutdown()
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = cfg.progress
+    ctx.enable_operator_progress_bars = cfg.progress
+    ctx.max_errored_blocks = -1  # a batch that killed its replica every time must not end the job
+    writer.started = time.perf_counter()
+    for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        writer.add(table)
+    writer.flush()
 
 
-def run_label(cfg: LabelConfig, log=None) -> Summary:
-    """Check everything, label what is not done yet, then write COCO files, previews and the summary."""
+# ---- inputs that kill their replica ------------------------------------------------------------------------------
+
+
+def missing_inputs(cfg: LabelConfig, source: Source, plan: Plan, tasks: list[Task], missing: np.ndarray) -> list[dict]:
+    """The planned inputs with these key hashes (image_id, path, prompt[, bytes])."""
+    if plan.inputs is None:
+        from pipelines.parquet_input import parquet_rows
+
+        return parquet_rows(source, [t.prompt() for t in tasks], missing, cfg.limit)
+    hashes = key_hashes(plan.inputs["image_id"].to_pylist(), plan.inputs["prompt"].to_pylist())
+    return plan.inputs.filter(pa.array(np.isin(hashes, missing))).to_pylist()
+
+
+def isolate_poison(cfg: LabelConfig, rows: list[dict], tasks: list[Task], image_size: int, writer: PartWriter,
+                   replica_class: type, log) -> int:  # fmt: skip
+    """Label inputs whose batches never came back, halving a batch each time its replica dies, so that the input
+    that kills it ends up alone and is written as an error row; returns how many inputs were set aside.
+
+    Runs in one plain Ray actor (restarted after each death) rather than Ray Data, to see which call died and why.
+    """
+    import ray
+
+    from pipelines.isolation import IsolationWorker, death_cause
+
+    log(f"{len(rows)} input(s) did not come back from the replicas; retrying them in smaller batches")
+    args = replica_args(cfg, tasks) | {"threads": cfg.threads_per_replica or None}
+    options = {"num_cpus": cpus_per_replica(cfg, float(ray.cluster_resources().get("CPU", 1))),
+               "num_gpus": cfg.gpus_per_replica or 0, "resources": cfg.replica_resources or None}  # fmt: skip
+    worker_class = ray.remote(IsolationWorker).options(max_restarts=0, **options)
+    worker = None
+    queue: list[tuple[list[dict], int]] = [
+        (rows[i : i + cfg.batch_size], 0) for i in range(0, len(rows), cfg.batch_size)
+    ]
+    isolated = 0
+    while queue:
+        batch, deaths = queue.pop(0)
+        if worker is None:
+            worker = worker_class.remote(replica_class, args, image_size, cfg.max_pixels)
+        try:
+            writer.add(ray.get(worker.label.remote(batch)))
+            continue
+        except ray.exceptions.RayActorError as e:
+            cause = death_cause(e)
+            worker = None
+        if len(batch) > 1:
+            half = len(batch) // 2
+            queue[:0] = [(batch[:half], 0), (batch[half:], 0)]
+        elif deaths < cfg.retries:
+            queue.insert(0, (batch, deaths + 1))
+        else:
+            from pipelines.isolation import died_row
+
+            row = batch[0]
+            log(f"set aside: image {row['image_id']} ({row['path']}), prompt {row['prompt']!r}: the replica died "
+                f"on it {deaths + 1} time(s)")  # fmt: skip
+            writer.add(died_row(row, tasks, cause, Path(cfg.checkpoint).name))
+            isolated += 1
+    writer.flush()
+    return isolated
+
+
+def source_record(source: Source) -> dict:
+    """What exports need to know of the source later: its kind, categories, and where a Parquet dataset lies."""
+    record = {"kind": source.kind, "categories": list(source.categories)}
+    if source.kind == "parquet":
+        record |= {"location": source.parquet, "image_column": source.image_column, "columns": list(source.columns)}
+    return record
+
+
+# ---- the job ----------------------------------------------------------------------------------------------------
+
+
+def run_label(cfg: LabelConfig, log=None, replica_class: type = Replica) -> Summary:
+    """Check everything, label what is not done yet, then write the exports, previews and the summary.
+
+    replica_class: the model stage; tests hand in a subclass that fails on purpose.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     check_resources(cfg)
     source = load_source(cfg)
-    spec = task_spec(cfg, source)
+    tasks = job_tasks(cfg, source)
     image_size = check_checkpoint(cfg)
-    if cfg.task == "segment" and not cfg.vae:
+    if any(t.name == "segment" for t in tasks) and not cfg.vae:
         log("note: --task segment without --vae gives boxes only (masks need big_vision's vae-oid.npz)")
-    out = OutputFolder(cfg.output)
     try:
-        out.prepare(settings_for_resume(cfg, spec), cfg.resume)
-    except ValueError as e:
+        out = OutputFolder(cfg.output)
+        out.prepare(settings_for_resume(cfg, tasks), cfg.resume)
+    except OutputError as e:
         raise ConfigError(str(e)) from e
 
-    from tasks import task_from_cli
+    out.write_json("source.json", source_record(source))
+    retried = out.drop_rows_with_errors(cfg.retry_errors) if cfg.retry_errors else 0
+    if retried:
+        log(f"--retry-errors: {retried} row(s) that failed before ({', '.join(cfg.retry_errors)}) are labeled again")
+    done = out.done_keys() if cfg.resume else np.empty(0, np.int64)
+    plan = plan_inputs(source, tasks, done, cfg.limit)
+    todo = plan.total - plan.skipped
+    if plan.skipped:
+        log(f"--resume: {plan.skipped} of {plan.total} inputs are already in {out.root.uri}, {todo} to do")
 
-    task = task_from_cli(**spec)
-    if cfg.per_class:
-        default_prompts = [task_from_cli(**spec | {"classes": c}).prompt() for c in task.classes]
-    else:
-        default_prompts = [task.prompt()]
-    done = out.done_keys() if cfg.resume else set()
-    todo, skipped = [], 0
-    items = source.items[: cfg.limit] if cfg.limit else source.items
-    for item in items:
-        for prompt in [item.prompt] if item.prompt else default_prompts:
-            if (item.image_id, prompt) in done:
-                skipped += 1
-                continue
-            todo.append({"image_id": item.image_id, "path": item.path, "prompt": prompt})
-    if skipped:
-        log(f"--resume: {skipped} of {len(items)} inputs are already in {out.root}, {len(todo)} to do")
-
-    writer = PartWriter(out, set(done), cfg.rows_per_part, cfg.seconds_per_part)
+    writer = PartWriter(out.parts, plan.expected, plan.done, cfg.rows_per_part, cfg.seconds_per_part)
     start = time.perf_counter()
+    isolated = 0
     if todo:
-        run_rows(cfg, todo, spec, image_size, writer)
+        isolated = _label(cfg, source, plan, tasks, image_size, writer, replica_class, out, log)
     end = time.perf_counter()
-    seconds = end - start
-    # images/s over the pipeline's run, not Ray's start-up (seconds, the job's wall time, includes that)
-    pipeline_seconds = end - (writer.started or start)
+    pipeline_seconds = end - (writer.started or start)  # images/s over the pipeline, not Ray's start-up
 
     summary = Summary(
         inputs=writer.rows,
         errors=writer.errors,
-        skipped=skipped,
-        seconds=round(seconds, 3),
+        skipped=plan.skipped,
+        seconds=round(end - start, 3),
         images_per_s=round(writer.rows / pipeline_seconds, 3) if pipeline_seconds > 0 and writer.rows else 0.0,
         total_rows=0,
         duplicates_dropped=writer.duplicates,
+        isolated=isolated,
+        retried_errors=retried,
     )
-    finish(cfg, out, source, spec, summary, log)
+    from pipelines.finish import finish
+
+    finish(cfg, out, source, tasks, summary, log)
     return summary
 
 
-def finish(cfg: LabelConfig, out: OutputFolder, source: Source, spec: dict, summary: Summary, log) -> None:
-    rows = out.read_rows().to_pylist()
-    summary.total_rows = len(rows)
-    summary.files["predictions"] = str(out.parts)
-    classes = object_classes(spec, rows)
-    if classes:
-        categories = categories_for(classes, source.categories)
-        results, unknown = results_file(rows, categories)
-        summary.unknown_labels = unknown
-        file_names = {item.image_id: item.file_name for item in source.items}
-        summary.files["coco_results"] = str(out.write_json("coco_results.json", results))
-        dataset = dataset_file(rows, categories, file_names, cfg.min_score)
-        summary.files["coco_dataset"] = str(out.write_json("coco_dataset.json", dataset))
-    if cfg.previews:
-        summary.files["previews"] = str(write_previews(out.root / "previews", rows, cfg.previews, classes))
-    out.write_json("summary.json", asdict(summary))
+def _label(cfg, source, plan, tasks, image_size, writer, replica_class, out, log) -> int:
+    from pipelines.cluster import ClusterError, connect
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def stop(signum, frame):
+        raise _Stop(signum)
+
+    for s in previous:
+        signal.signal(s, stop)
+    started_ray = False
+    try:
+        try:
+            started_ray = connect(cfg.address, verbose=cfg.verbose)
+        except ClusterError as e:
+            raise ConfigError(str(e)) from None
+        ds = build_dataset(cfg, source, plan, tasks, image_size, replica_class)
+        run_pipeline(cfg, ds, writer)
+        missing = writer.missing()
+        isolated = 0
+        if len(missing):
+            rows = missing_inputs(cfg, source, plan, tasks, missing)
+            isolated = isolate_poison(cfg, rows, tasks, image_size, writer, replica_class, log)
+        return isolated
+    except (_Stop, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
+        for s in previous:  # a second Ctrl-C while saving falls back to the default behaviour
+            signal.signal(s, signal.SIG_DFL if s == signal.SIGTERM else signal.default_int_handler)
+        writer.flush()
+        raise Interrupted(signum, writer.written_rows, out.root.uri) from None
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
 
 
-def object_classes(spec: dict, rows: list[dict]) -> list[str]:
-    """Class names of the detect/segment prompts in the output, the job's --classes first; [] for text tasks."""
-    from tasks import task_from_cli
-
-    classes: list[str] = []
-    if spec["name"] in ("detect", "segment"):
-        classes.extend(task_from_cli(**spec).classes)
-    for prompt in {r["prompt"] for r in rows}:
-        task = task_for_prompt(prompt)
-        if task.name in ("detect", "segment"):
-            classes.extend(task.classes)
-    return list(dict.fromkeys(classes))
-
-
-def write_previews(folder: Path, rows: list[dict], limit: int, classes: list[str]) -> Path:
-    """The first `limit` rows that decoded (in image id order), with their objects or answer drawn on."""
-    from pipelines.previews import draw_row
-
-    folder.mkdir(parents=True, exist_ok=True)
-    ok = sorted((r for r in rows if not r["error"]), key=lambda r: (r["image_id"], r["prompt"]))
-    # The rows of one image asked one class each (--per-class, or a manifest): draw their objects together.
-    merged: dict[int, dict] = {}
-    for row in ok:
-        first = merged.get(row["image_id"])
-        if first is None:
-            merged[row["image_id"]] = dict(row)
-        elif first["task"] == row["task"] and row["task"] in ("detect", "segment"):
-            first["objects"] = [*(first["objects"] or ()), *(row["objects"] or ())]
-            first["prompt"] = f"{first['prompt']} | {row['prompt']}"
-    chosen = list(merged.values())[:limit]
-    for i, row in enumerate(chosen):
-        image = draw_row(row, classes)
-        image.save(folder / f"{i:04d}-{Path(row['path']).stem}.png")
-    return folder
-
-
-__all__ = ["ConfigError", "LabelConfig", "ROW_SCHEMA", "Summary", "run_label"]
+__all__ = ["ConfigError", "Interrupted", "LabelConfig", "Summary", "asdict", "run_label"]

@@ -1,28 +1,26 @@
-"""The output folder: Parquet part files written atomically by one writer, and what `--resume` reads back.
+"""The output folder, local or in object storage, and what `--resume` reads back from it.
 
-    OUTPUT/predictions/part-<run>-<n>.parquet   the rows (DESIGN.md §7); read the folder as one Parquet dataset
-    OUTPUT/run.json                             the settings that decide the rows, checked by --resume
-    OUTPUT/summary.json, coco_results.json, coco_dataset.json, previews/
+    OUTPUT/predictions/part-*.parquet, _commits/   the rows (rows.parts: a part counts once its commit is written)
+    OUTPUT/run.json                                the settings that decide the rows, checked by --resume
+    OUTPUT/summary.json, coco_results.json, coco_dataset.json, previews/, exports/
 
-A part is written under a hidden temporary name and renamed when complete, so a killed job leaves whole parts
-or nothing (Parquet readers skip names starting with "."). Rows are keyed by (image_id, prompt); the writer drops
-a key it has already written, so a batch that Ray redoes after a replica crash cannot appear twice, and a resumed
-job skips every key already on disk.
+Rows are keyed by (image_id, prompt). The driver is the only writer: it drops a key it has already written, so a
+batch that Ray redoes after a replica crash cannot appear twice, and a resumed job skips every key already there.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import uuid
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipelines.replica import ROW_SCHEMA
-
-PARTS = "predictions"
+from pipelines.keys import key_hashes
+from rows import PartStore
+from rows.parts import PARTS
+from rows.storage import Location, StorageError, locate
 
 
 class OutputError(ValueError):
@@ -30,61 +28,93 @@ class OutputError(ValueError):
 
 
 class OutputFolder:
-    def __init__(self, root: str | os.PathLike):
-        self.root = Path(root).absolute()
-        self.parts = self.root / PARTS
-        self.run_id = f"{os.getpid():x}{uuid.uuid4().hex[:6]}"
-        self.written_parts = 0
+    def __init__(self, root: str | os.PathLike | Location):
+        try:
+            self.root = root if isinstance(root, Location) else locate(root)
+        except StorageError as e:
+            raise OutputError(f"--output {root}: {e}") from e
+        self.parts = PartStore(self.root.join(PARTS))
 
-    def part_files(self) -> list[Path]:
-        return sorted(self.parts.glob("part-*.parquet")) if self.parts.is_dir() else []
+    def check_writable(self) -> None:
+        """A local --output that is a file, or sits under one, fails here with one line."""
+        try:
+            info = self.root.info()
+        except StorageError as e:
+            raise OutputError(f"--output {self.root.uri}: {e}") from e
+        if info.type.name == "File":
+            raise OutputError(f"--output {self.root.uri}: is a file, not a folder")
+        if self.root.local:
+            parent = self.root.path
+            while not os.path.exists(parent):
+                parent = os.path.dirname(parent)
+            if not os.path.isdir(parent):
+                raise OutputError(f"--output {self.root.uri}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise OutputError(f"--output {self.root.uri}: {parent} is not writable")
 
     def prepare(self, settings: dict, resume: bool) -> None:
-        """Create the folder, or check a previous run's settings when resuming; remove half-written parts."""
-        run_json = self.root / "run.json"
-        if self.part_files() and not resume:
-            raise OutputError(f"--output {self.root} already holds results; pass --resume or choose an empty folder")
+        """Create the folder, or check a previous run's settings when resuming; drop uncommitted parts."""
+        self.check_writable()
+        run_json = self.root.join("run.json")
+        if not resume and self.parts.parts():
+            raise OutputError(
+                f"--output {self.root.uri} already holds results; pass --resume or choose an empty folder"
+            )
         if resume and run_json.is_file():
             before = json.loads(run_json.read_text())
             changed = sorted(k for k in settings if before.get(k) != settings[k])
             if changed:
                 diff = "; ".join(f"{k}: {before.get(k)!r} then, {settings[k]!r} now" for k in changed)
-                raise OutputError(f"--resume with other settings than the run in {self.root} ({diff})")
-        self.parts.mkdir(parents=True, exist_ok=True)
-        for stale in self.parts.glob(".part-*.tmp"):
-            stale.unlink()
-        _atomic_write_text(run_json, json.dumps(settings, indent=2))
+                raise OutputError(f"--resume with other settings than the run in {self.root.uri} ({diff})")
+        try:
+            self.root.mkdir()
+            self.parts.prepare()
+            run_json.write_text(json.dumps(settings, indent=2))
+        except OSError as e:
+            raise OutputError(f"--output {self.root.uri}: cannot write there ({e})") from e
 
-    def done_keys(self) -> set[tuple[int, str]]:
-        """(image_id, prompt) of every row already written."""
-        keys: set[tuple[int, str]] = set()
-        for part in self.part_files():
-            t = pq.read_table(part, columns=["image_id", "prompt"])
-            keys.update(zip(t.column("image_id").to_pylist(), t.column("prompt").to_pylist(), strict=True))
-        return keys
+    def done_keys(self, skip_errors: Iterable[str] = ()) -> np.ndarray:
+        """Sorted key hashes (pipelines.keys) of the rows already written; rows whose error is of one of the
+        `skip_errors` kinds are left out (they are to be labeled again)."""
+        from pipelines.errors import error_kind
 
-    def write_part(self, table: pa.Table) -> Path:
-        name = f"part-{self.run_id}-{self.written_parts:05d}.parquet"
-        tmp = self.parts / f".{name}.tmp"
-        pq.write_table(table.cast(ROW_SCHEMA), tmp)
-        final = self.parts / name
-        os.replace(tmp, final)  # atomic on POSIX filesystems
-        self.written_parts += 1
-        return final
+        skip = set(skip_errors)
+        hashes = []
+        for table in self.parts.iter_tables(["image_id", "prompt", "error"]):
+            ids, prompts = table["image_id"].to_pylist(), table["prompt"].to_pylist()
+            if skip:
+                errors = table["error"].to_pylist()
+                keep = [i for i, e in enumerate(errors) if e is None or error_kind(e) not in skip]
+                ids, prompts = [ids[i] for i in keep], [prompts[i] for i in keep]
+            hashes.append(key_hashes(ids, prompts))
+        return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, np.int64)
 
-    def read_rows(self) -> pa.Table:
-        parts = self.part_files()
-        if not parts:
-            return ROW_SCHEMA.empty_table()
-        return pa.concat_tables([pq.read_table(p, schema=ROW_SCHEMA) for p in parts])
+    def drop_rows_with_errors(self, kinds: Sequence[str]) -> int:
+        """Rewrite the parts that hold error rows of these kinds without them; returns how many were dropped.
 
-    def write_json(self, name: str, value: object) -> Path:
-        path = self.root / name
-        _atomic_write_text(path, json.dumps(value, ensure_ascii=False))
-        return path
+        Crash-safe in the only way that matters here: at no moment does a key appear twice. The new part is
+        written uncommitted, the old part's commit is removed, then the new one is committed; a crash in between
+        loses rows (a later --resume labels them again), never duplicates them.
+        """
+        import pyarrow.compute as pc
 
+        from pipelines.errors import error_kind
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        dropped = 0
+        for part in self.parts.parts():
+            with part.fs.open_input_file(part.path) as f:
+                import pyarrow.parquet as pq
+
+                table = pq.read_table(f)
+            errors = table["error"].to_pylist()
+            drop = [e is not None and error_kind(e) in kinds for e in errors]
+            if not any(drop):
+                continue
+            dropped += sum(drop)
+            self.parts.replace(part, table.filter(pc.invert(pa.array(drop))))
+        return dropped
+
+    def write_json(self, name: str, value: object) -> str:
+        loc = self.root.join(name)
+        loc.write_text(json.dumps(value, ensure_ascii=False))
+        return loc.uri

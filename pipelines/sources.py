@@ -1,7 +1,14 @@
-"""Where inputs come from: an image folder, a COCO dataset, or a Parquet/CSV manifest.
+"""Where inputs come from: an image folder, a COCO dataset, a Parquet/CSV manifest (all local or URIs), or a
+Parquet dataset that carries the image bytes.
 
-Every source becomes a list of `Item`s (image id, path, prompt) built in the driver, before Ray starts any work, so
-that a bad argument fails at once with a clear message and `--resume` can subtract what is already written.
+Folders, COCO files and manifests are listed in the driver, before any work starts, into one compact Arrow table
+(`image_id`, `path`, `file_name`, `prompt`): a bad argument fails at once with a clear message, `--resume`
+subtracts what is already written, and a million inputs cost tens of megabytes, not a list of Python objects. A
+folder URI is listed by its filesystem (pyarrow's S3, GCS, Azure or HDFS clients). A Parquet dataset with image
+bytes is not listed at all: Ray Data reads it in its own tasks.
+
+Paths stay as the user wrote them: a URI stays a URI (every node of a cluster can read it), a relative manifest
+path is taken from the manifest's folder (local or remote), and a symbolic link keeps its own name.
 
 Image ids are stable: a COCO file's own ids are kept; a folder's (and a manifest's without an `image_id` column)
 are derived from the path relative to the folder, so the same file gets the same id on every run and machine,
@@ -13,11 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from rows.storage import Location, StorageError, is_uri, locate
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+ITEM_SCHEMA = pa.schema(
+    [("image_id", pa.int64()), ("path", pa.string()), ("file_name", pa.string()), ("prompt", pa.string())]
 )
 
 
@@ -26,20 +41,24 @@ class SourceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Item:
-    """One (image, prompt) to label. prompt None means the job's task prompt; file_name is what COCO files show."""
-
-    image_id: int
-    path: str
-    file_name: str
-    prompt: str | None = None
-
-
-@dataclass(frozen=True)
 class Source:
-    items: list[Item]
-    kind: str  # "folder", "coco" or "manifest"
+    """items: ITEM_SCHEMA rows (a null prompt means the job's task prompt), or None for a Parquet dataset, which
+    Ray Data reads itself (`parquet` is then its location and `image_column` the column holding the images)."""
+
+    kind: str  # "folder", "coco", "manifest" or "parquet"
+    items: pa.Table | None
     categories: tuple[dict, ...] = ()  # a COCO source's categories ({id, name}), kept for category ids
+    parquet: str | None = None
+    image_column: str = "image"
+    columns: tuple[str, ...] = ()  # the Parquet dataset's columns
+
+    def __len__(self) -> int:
+        return 0 if self.items is None else self.items.num_rows
+
+    def file_names(self) -> dict[int, str]:
+        if self.items is None:
+            return {}
+        return dict(zip(self.items["image_id"].to_pylist(), self.items["file_name"].to_pylist(), strict=True))
 
 
 def stable_image_id(relative_path: str) -> int:
@@ -48,101 +67,187 @@ def stable_image_id(relative_path: str) -> int:
     return int.from_bytes(digest[:8], "big") % (2**53 - 1) + 1
 
 
+def bytes_image_id(data: bytes) -> int:
+    """The id of an image known only by its bytes (a Parquet row without path or id): a hash of the content."""
+    digest = hashlib.sha1(data).digest()
+    return int.from_bytes(digest[:8], "big") % (2**53 - 1) + 1
+
+
+def _location(text: str | os.PathLike, flag: str) -> Location:
+    try:
+        return locate(text)
+    except StorageError as e:
+        raise SourceError(f"{flag} {text}: {e}") from e
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SourceError(message)
+
+
 def folder_source(images: str | os.PathLike) -> Source:
-    """Every image file under `images` (recursive, by extension, hidden files skipped), in sorted path order."""
-    root = Path(images)
-    if not root.is_dir():
-        raise SourceError(f"--images {root}: not a folder")
-    items = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            items.append(Item(stable_image_id(rel), str(path.resolve()), rel))
-    if not items:
-        raise SourceError(f"--images {root}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    _check_unique(items, f"--images {root}")
-    return Source(items, "folder")
+    """Every image file under `images` (a folder or a URI prefix; recursive, by extension, hidden names skipped),
+    in path order."""
+    root = _location(images, "--images")
+    try:
+        is_dir = root.is_dir()
+        infos = list(root.list(recursive=True)) if is_dir else []
+    except StorageError as e:
+        raise SourceError(f"--images {images}: {e}") from e
+    if not is_dir and not (root.local is False and infos):
+        raise SourceError(f"--images {images}: not a folder")
+    ids, paths, names = [], [], []
+    prefix = root.path.rstrip("/").rstrip(os.sep)
+    for info in infos:
+        rel = info.path[len(prefix) :].lstrip("/").lstrip(os.sep).replace(os.sep, "/")
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if posixpath.splitext(rel)[1].lower() not in IMAGE_EXTENSIONS:
+            continue
+        ids.append(stable_image_id(rel))
+        paths.append(root.child(info).uri)
+        names.append(rel)
+    _check(bool(ids), f"--images {images}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    table = _items(ids, paths, names, [None] * len(ids))
+    _check_unique(table, f"--images {images}")
+    return Source("folder", table)
 
 
 def coco_source(annotations: str | os.PathLike, images: str | os.PathLike) -> Source:
-    """The images a COCO file lists (its ids kept), found under `images` by their file_name."""
-    ann_path, root = Path(annotations), Path(images)
+    """The images a COCO file lists (its ids kept), found under `images` (a folder or URI) by their file_name."""
+    ann = _location(annotations, "--coco")
+    root = _location(images, "--images")
     try:
-        data = json.loads(ann_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SourceError(f"--coco {ann_path}: cannot read a COCO JSON file ({e})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise SourceError(f"--coco {ann_path}: expected a COCO dataset with an 'images' list")
-    if not root.is_dir():
-        raise SourceError(f"--images {root}: not a folder")
-    items = []
+        data = json.loads(ann.read_bytes())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SourceError(f"--coco {annotations}: cannot read a COCO JSON file ({e})") from e
+    _check(
+        isinstance(data, dict) and isinstance(data.get("images"), list),
+        f"--coco {annotations}: expected a COCO dataset with an 'images' list",
+    )
+    if root.local:
+        _check(root.is_dir(), f"--images {images}: not a folder")
+    ids, paths, names = [], [], []
     for image in data["images"]:
         try:
             image_id, file_name = int(image["id"]), str(image["file_name"])
         except (KeyError, TypeError, ValueError) as e:
             raise SourceError(
-                f"--coco {ann_path}: an image entry lacks an integer 'id' or a 'file_name': {image}"
+                f"--coco {annotations}: an image entry lacks an integer 'id' or a 'file_name': {image}"
             ) from e
-        items.append(Item(image_id, str((root / file_name).resolve()), file_name))
-    if not items:
-        raise SourceError(f"--coco {ann_path}: the 'images' list is empty")
-    _check_unique(items, f"--coco {ann_path}")
+        ids.append(image_id)
+        paths.append(file_name if is_uri(file_name) else root.join(*file_name.split("/")).uri)
+        names.append(file_name)
+    _check(bool(ids), f"--coco {annotations}: the 'images' list is empty")
+    table = _items(ids, paths, names, [None] * len(ids))
+    _check_unique(table, f"--coco {annotations}")
     categories = tuple({"id": int(c["id"]), "name": str(c["name"])} for c in data.get("categories", []))
-    return Source(items, "coco", categories)
+    return Source("coco", table, categories)
 
 
 def manifest_source(manifest: str | os.PathLike) -> Source:
-    """A Parquet or CSV table with a `path` column and optional `prompt` and `image_id` columns.
+    """A Parquet or CSV table (local or URI) with a `path` column and optional `prompt` and `image_id` columns.
 
-    Relative paths are relative to the manifest's folder. Rows may repeat an image with different prompts; an
-    (image_id, prompt) pair may appear once.
+    A path may be absolute, a URI, or relative to the manifest's folder. Rows may repeat an image with different
+    prompts; an (image_id, prompt) pair may appear once.
     """
-    import pandas as pd
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
 
-    path = Path(manifest)
+    loc = _location(manifest, "--manifest")
+    suffix = posixpath.splitext(loc.path)[1].lower()
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-        elif path.suffix.lower() in (".csv", ".tsv"):
-            table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype={"path": str})
+        if suffix in (".parquet", ".pq"):
+            with loc.fs.open_input_file(loc.path) as f:
+                table = pq.read_table(f)
+        elif suffix in (".csv", ".tsv"):
+            options = pacsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",")
+            convert = pacsv.ConvertOptions(column_types={"path": pa.string(), "prompt": pa.string()})
+            with loc.fs.open_input_stream(loc.path) as f:
+                table = pacsv.read_csv(f, parse_options=options, convert_options=convert)
         else:
-            raise SourceError(f"--manifest {path}: expected a .parquet or .csv file")
+            raise SourceError(f"--manifest {manifest}: expected a .parquet or .csv file")
     except SourceError:
         raise
-    except Exception as e:  # pandas and pyarrow raise many types for unreadable files
-        raise SourceError(f"--manifest {path}: cannot read it ({e})") from e
-    if "path" not in table.columns:
-        raise SourceError(f"--manifest {path}: expected a 'path' column but got {', '.join(map(str, table.columns))}")
-    items = []
-    for i, row in enumerate(table.to_dict("records")):
-        raw_path = row.get("path")
-        if not isinstance(raw_path, str) or not raw_path:
-            raise SourceError(f"--manifest {path}: row {i} has no path")
-        full = Path(raw_path) if Path(raw_path).is_absolute() else path.parent / raw_path
-        prompt = row.get("prompt")
-        prompt = prompt if isinstance(prompt, str) and prompt.strip() else None
-        image_id = row.get("image_id")
-        if image_id is None or (isinstance(image_id, float) and image_id != image_id):  # missing or NaN
-            image_id = stable_image_id(Path(raw_path).as_posix())
-        items.append(Item(int(image_id), str(full.resolve()), raw_path, prompt))
-    if not items:
-        raise SourceError(f"--manifest {path}: no rows")
-    seen: set[tuple[int, str | None]] = set()
-    for item in items:
-        key = (item.image_id, item.prompt)
-        if key in seen:
-            raise SourceError(f"--manifest {path}: image {item.image_id} ({item.path}) appears twice with one prompt")
-        seen.add(key)
-    return Source(items, "manifest")
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for unreadable files
+        raise SourceError(f"--manifest {manifest}: cannot read it ({e})") from e
+    columns = table.column_names
+    _check("path" in columns, f"--manifest {manifest}: expected a 'path' column but got {', '.join(columns)}")
+    _check(table.num_rows > 0, f"--manifest {manifest}: no rows")
+    folder = _parent(loc)
+    raw_paths = table["path"].to_pylist()
+    prompts = table["prompt"].to_pylist() if "prompt" in columns else [None] * table.num_rows
+    given_ids = table["image_id"].to_pylist() if "image_id" in columns else [None] * table.num_rows
+    ids, paths = [], []
+    for i, (raw, given) in enumerate(zip(raw_paths, given_ids, strict=True)):
+        _check(isinstance(raw, str) and bool(raw), f"--manifest {manifest}: row {i} has no path")
+        if is_uri(raw) or os.path.isabs(raw):
+            paths.append(raw)
+        else:
+            paths.append(folder.join(*raw.split("/")).uri)
+        missing = given is None or (isinstance(given, float) and given != given)  # missing or NaN
+        ids.append(stable_image_id(posixpath.normpath(raw)) if missing else int(given))
+    prompts = [p if isinstance(p, str) and p.strip() else None for p in prompts]
+    table = _items(ids, paths, raw_paths, prompts)
+    keys = [(i, p) for i, p in zip(ids, prompts, strict=True)]
+    if len(set(keys)) != len(keys):
+        seen: set = set()
+        for n, key in enumerate(keys):
+            _check(key not in seen, f"--manifest {manifest}: image {key[0]} ({paths[n]}) appears twice with one prompt")
+            seen.add(key)
+    return Source("manifest", table)
 
 
-def _check_unique(items: list[Item], where: str) -> None:
-    ids: dict[int, str] = {}
-    for item in items:
-        if item.image_id in ids:
-            raise SourceError(f"{where}: image id {item.image_id} is used by both {ids[item.image_id]} and {item.path}")
-        ids[item.image_id] = item.path
+def parquet_source(dataset: str | os.PathLike, image_column: str | None = None) -> Source:
+    """A Parquet file or folder (local or URI) whose rows carry the images: a `{bytes, path}` struct (what
+    Hugging Face `datasets` writes) or a binary column, with optional `prompt` and `image_id` columns."""
+    import pyarrow.dataset as pads
+
+    loc = _location(dataset, "--parquet")
+    try:
+        schema = pads.dataset(loc.path, filesystem=loc.fs, format="parquet").schema
+    except (OSError, ValueError, pa.ArrowInvalid) as e:
+        raise SourceError(f"--parquet {dataset}: cannot read a Parquet dataset ({e})") from e
+    names = schema.names
+    column = image_column or next((c for c in ("image", "img", "bytes") if c in names), None)
+    _check(
+        column in names,
+        f"--parquet {dataset}: no image column (give --image-column; columns are {', '.join(names)})",
+    )
+    kind = schema.field(column).type
+    is_struct = pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0
+    _check(
+        is_struct or pa.types.is_binary(kind) or pa.types.is_large_binary(kind),
+        f"--parquet {dataset}: column {column!r} is {kind}, expected image bytes or a {{bytes, path}} struct",
+    )
+    return Source("parquet", None, parquet=loc.uri, image_column=column, columns=tuple(names))
+
+
+def _parent(loc: Location) -> Location:
+    if loc.local:
+        folder = os.path.dirname(loc.path)
+        return Location(loc.fs, folder, folder)
+    return Location(loc.fs, posixpath.dirname(loc.path), posixpath.dirname(loc.uri))
+
+
+def _items(ids: list[int], paths: list[str], names: list[str], prompts: list[str | None]) -> pa.Table:
+    return pa.table(
+        {
+            "image_id": pa.array(ids, pa.int64()),
+            "path": pa.array(paths, pa.string()),
+            "file_name": pa.array(names, pa.string()),
+            "prompt": pa.array(prompts, pa.string()),
+        },
+        schema=ITEM_SCHEMA,
+    )
+
+
+def _check_unique(table: pa.Table, where: str) -> None:
+    ids = table["image_id"].to_numpy()
+    if len(np.unique(ids)) == len(ids):
+        return
+    seen: dict[int, str] = {}
+    for image_id, path in zip(ids.tolist(), table["path"].to_pylist(), strict=True):
+        if image_id in seen:
+            raise SourceError(f"{where}: image id {image_id} is used by both {seen[image_id]} and {path}")
+        seen[image_id] = path

@@ -5,14 +5,14 @@ imported here, so that `import tasks` needs only numpy and torch.
 """
 
 from tasks.answer import Answer
-from tasks.base import ObjectsResult, Task, TextResult
+from tasks.base import ObjectsResult, ObjectsTask, Task, TextResult, TextTask
 from tasks.caption import Caption
 from tasks.describe import Describe
 from tasks.detect import Detect
 from tasks.detections import Detections
 from tasks.ocr import Ocr
 from tasks.raw import Raw
-from tasks.registry import TASKS, get_task, parse_classes, task_from_cli, task_options
+from tasks.registry import TASKS, from_prompt, get_task, parse_classes, task_from_cli, task_options
 from tasks.segment import Segment
 
 __all__ = [
@@ -23,11 +23,14 @@ __all__ = [
     "Detect",
     "Detections",
     "ObjectsResult",
+    "ObjectsTask",
     "Ocr",
     "Raw",
     "Segment",
     "Task",
     "TextResult",
+    "TextTask",
+    "from_prompt",
     "get_task",
     "parse_classes",
     "task_from_cli",

@@ -6,19 +6,23 @@ carry the raw text too, because the output schema (DESIGN.md §7) keeps it next 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
 
-from decoders import DetectedObject, MaskDecoder, ParseReport, mask_to_rle, parse_objects_with_report, paste_mask
+from decoders import (
+    DetectedObject,
+    MaskDecoder,
+    ParseReport,
+    mask_to_rle,
+    parse_objects_with_report,
+    paste_mask,
+)
 from decoders.scores import span_score
+from rows.text import strip_end_tokens
 from tasks.detections import Detections
-
-# generate keeps special tokens; these end a text answer and are not part of it.
-_END_TOKENS = re.compile(r"(?:<eos>|<pad>|<end_of_turn>)+\s*$")
 
 
 @dataclass(frozen=True)
@@ -85,9 +89,14 @@ class ObjectsResult:
 
 
 class Task(Protocol):
-    """A task: `prompt()` gives the model's prefix text, `parse(...)` reads what the model generated."""
+    """A task: `prompt()` gives the model's prefix text, `parse(...)` reads what the model generated.
+
+    kind: "text" (caption, describe, answer, ocr) or "objects" (detect, segment, raw); object tasks also carry
+    the `classes` they asked for (empty for a raw prompt).
+    """
 
     name: ClassVar[str]
+    kind: ClassVar[str]
 
     def prompt(self) -> str: ...
 
@@ -101,6 +110,56 @@ class Task(Protocol):
         logprobs: Sequence[float] | None = None,
         mask_decoder: MaskDecoder | None = None,
     ) -> TextResult | ObjectsResult: ...
+
+
+class TextTask:
+    """Base of the tasks whose answer is text: the answer is the generated text without end tokens."""
+
+    kind: ClassVar[str] = "text"
+
+    def parse(
+        self,
+        text: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        tokens: Sequence[str] | None = None,
+        logprobs: Sequence[float] | None = None,
+        mask_decoder: MaskDecoder | None = None,
+    ) -> TextResult:
+        return parse_text(text, tokens, logprobs)
+
+
+class ObjectsTask:
+    """Base of the tasks whose answer is a list of objects (`<loc>` boxes, optional `<seg>` codes, a label).
+
+    decodes_masks: whether seg codes become masks when a MaskDecoder is given (segment and raw prompts do; detect
+    keeps any codes a checkpoint writes on the objects without decoding them).
+    """
+
+    kind: ClassVar[str] = "objects"
+    decodes_masks: ClassVar[bool] = True
+    classes: tuple[str, ...] = ()
+
+    def parse(
+        self,
+        text: str,
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        tokens: Sequence[str] | None = None,
+        logprobs: Sequence[float] | None = None,
+        mask_decoder: MaskDecoder | None = None,
+    ) -> ObjectsResult:
+        return parse_objects_result(
+            text,
+            width=width,
+            height=height,
+            tokens=tokens,
+            logprobs=logprobs,
+            mask_decoder=mask_decoder if self.decodes_masks else None,
+            classes=self.classes,
+        )
 
 
 def check_word(value: str, what: str) -> None:
@@ -117,8 +176,7 @@ def check_line(value: str, what: str) -> None:
 
 def parse_text(text: str, tokens: Sequence[str] | None = None, logprobs: Sequence[float] | None = None) -> TextResult:
     """Generated text -> TextResult: drops the end-of-text tokens and outer whitespace, scores the rest."""
-    end = _END_TOKENS.search(text)
-    body = text[: end.start()] if end else text
+    body = strip_end_tokens(text)
     start = len(body) - len(body.lstrip())
     stop = len(body.rstrip())
     score = None

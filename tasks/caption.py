@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from decoders import MaskDecoder
-from tasks.base import TextResult, check_word, parse_text
+from tasks.base import TextTask, check_word
 
 
 @dataclass(frozen=True)
-class Caption:
+class Caption(TextTask):
     lang: str = "en"
     name: ClassVar[str] = "caption"
 
@@ -20,15 +18,3 @@ class Caption:
 
     def prompt(self) -> str:
         return f"{self.name} {self.lang}"
-
-    def parse(
-        self,
-        text: str,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        tokens: Sequence[str] | None = None,
-        logprobs: Sequence[float] | None = None,
-        mask_decoder: MaskDecoder | None = None,
-    ) -> TextResult:
-        return parse_text(text, tokens, logprobs)

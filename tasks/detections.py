@@ -6,6 +6,7 @@ dependency: converters to and from `supervision.Detections` live in `tasks.adapt
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,29 @@ class Detections:
         object.__setattr__(self, "class_id", _vector(class_id, n, "class_id", np.int64))
         labels = [""] * n if self.labels is None else self.labels
         object.__setattr__(self, "labels", _vector(np.asarray(labels, dtype=str), n, "labels", str))
+
+    @classmethod
+    def from_row(cls, row, classes: Sequence[str] = ()) -> Detections:
+        """An output row's `objects` (rows.Row) -> Detections; masks decoded from their RLE (an object without
+        one gets an empty mask when others have one); class_id is the label's index in `classes`, else -1."""
+        from decoders import rle_to_mask
+
+        objects = row["objects"] or []
+        n = len(objects)
+        mask = None
+        if any(o["mask"] is not None for o in objects):
+            mask = np.zeros((n, row["height"], row["width"]), dtype=bool)
+            for i, o in enumerate(objects):
+                if o["mask"] is not None:
+                    mask[i] = rle_to_mask(o["mask"])
+        scores = [o["score"] for o in objects]
+        return cls(
+            xyxy=np.array([o["box"] for o in objects], dtype=np.float64).reshape(n, 4),
+            mask=mask,
+            confidence=None if n == 0 or any(s is None for s in scores) else np.array(scores, dtype=np.float64),
+            class_id=np.array([list(classes).index(o["label"]) if o["label"] in classes else -1 for o in objects]),
+            labels=np.array([o["label"] for o in objects], dtype=str),
+        )
 
     def __len__(self) -> int:
         return len(self.xyxy)

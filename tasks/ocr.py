@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from decoders import MaskDecoder
-from tasks.base import TextResult, parse_text
+from tasks.base import TextTask
 
 
 @dataclass(frozen=True)
-class Ocr:
+class Ocr(TextTask):
     name: ClassVar[str] = "ocr"
 
     def prompt(self) -> str:
         return "ocr"
-
-    def parse(
-        self,
-        text: str,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        tokens: Sequence[str] | None = None,
-        logprobs: Sequence[float] | None = None,
-        mask_decoder: MaskDecoder | None = None,
-    ) -> TextResult:
-        return parse_text(text, tokens, logprobs)

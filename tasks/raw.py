@@ -6,16 +6,14 @@ no label), so the result holds both: `raw` is the generated text and `objects` w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from decoders import MaskDecoder
-from tasks.base import ObjectsResult, check_line, parse_objects_result
+from tasks.base import ObjectsTask, check_line
 
 
 @dataclass(frozen=True)
-class Raw:
+class Raw(ObjectsTask):
     prompt_text: str
     name: ClassVar[str] = "raw"
 
@@ -24,17 +22,3 @@ class Raw:
 
     def prompt(self) -> str:
         return self.prompt_text
-
-    def parse(
-        self,
-        text: str,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        tokens: Sequence[str] | None = None,
-        logprobs: Sequence[float] | None = None,
-        mask_decoder: MaskDecoder | None = None,
-    ) -> ObjectsResult:
-        return parse_objects_result(
-            text, width=width, height=height, tokens=tokens, logprobs=logprobs, mask_decoder=mask_decoder
-        )

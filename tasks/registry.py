@@ -57,6 +57,31 @@ def task_from_cli(name: str, classes: str | None = None, prompt: str | None = No
     return get_task(name, **options)
 
 
+def from_prompt(prompt: str) -> Task:
+    """The task that reads the answer to a prompt written out in full (a manifest row's, a typed one).
+
+    `detect`/`segment` with their classes, `caption`/`describe` with a language, `answer` with a language and a
+    question, and `ocr` become those tasks; anything else becomes `raw`, which reads text and any `<loc>` objects.
+    So `from_prompt(task.prompt())` gives back an equal task for every task but raw.
+    """
+    word, _, rest = prompt.strip().partition(" ")
+    rest = rest.strip()
+    try:
+        if word in ("detect", "segment") and parse_classes(rest):
+            return get_task(word, classes=rest)
+        if word in ("caption", "describe") and rest and " " not in rest:
+            return get_task(word, lang=rest)
+        if word == "answer":
+            lang, _, question = rest.partition(" ")
+            if question.strip():
+                return get_task("answer", lang=lang, question=question.strip())
+        if word == "ocr" and not rest:
+            return get_task("ocr")
+    except ValueError:  # e.g. a class name with '<': not our grammar, so a free prompt
+        pass
+    return Raw(prompt.strip())
+
+
 def parse_classes(text: str) -> list[str]:
     """'cat ; dog' -> ['cat', 'dog']: split on ';', strip, drop empty names (a trailing ';' is harmless)."""
     return [c.strip() for c in text.split(";") if c.strip()]

@@ -8,7 +8,7 @@ import pytest
 import skimage
 from PIL import Image
 
-from model.random_checkpoint import write_random_checkpoint
+from testing.checkpoints import write_random_checkpoint
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 

@@ -5,9 +5,17 @@ checkpoint: 224x224 RGB on a light background (each channel 200-255; Gaussian no
 1-4 objects whose boxes are 24-96 px a side and overlap by IoU <= 0.1, six jittered fill colours, and OCR images
 of one 4-8 character word from A-Z and 2-9 drawn dark with Pillow's bundled font at 22-36 px.
 
-Everything is a pure function of a `numpy.random.Generator`, so a seed names a dataset. `example_stream(seed)`
-yields training examples as (image, prefix, suffix) for the five targets; `draw_scene` / `draw_word` give the
+Everything is a pure function of a `numpy.random.Generator`, so a seed names a dataset. `shapes_example(seed,
+index)` draws training example `index` of a stream from its own generator, so any example can be drawn alone: a
+resumed run or a background data process continues the stream exactly. `draw_scene` / `draw_word` give the
 ground truth (boxes, masks, words) that evaluation and the COCO export need.
+
+**What the targets teach.** A detection prompt names the classes present in the image most of the time (each
+present class with probability 0.75, at least one, plus absent classes with probability 0.3, in the benchmark's
+order or shuffled), so its answer lists objects; a share of prompts (`NEGATIVE_SHARE`) names only absent classes,
+whose answer is empty, so the model still learns to say "none". (Drawing 1-3 classes at random, as the first
+version did, left two answers in three empty for one-object scenes, and a model trained on that answered every
+`detect <class>` with `<eos>`.) Segmentation asks for a present class with the same odds.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ WORD_ALPHABET = string.ascii_uppercase + "23456789"
 MAX_IOU = 0.1
 # Share of each target in the training mix; OCR and segmentation have the longest answers to learn.
 TASK_MIX = {"detect": 0.25, "segment": 0.2, "caption": 0.15, "count": 0.15, "ocr": 0.25}
+TASKS = tuple(TASK_MIX)
+# Share of detect/segment prompts that name only classes absent from the image (the answer is empty).
+NEGATIVE_SHARE = 0.1
+WORD_LENGTHS = (4, 8)  # the spec's OCR words
 
 
 @dataclass(frozen=True)
@@ -123,9 +135,20 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def draw_word(rng: np.random.Generator) -> tuple[Image.Image, str]:
-    """A light image with one 4-8 character word (A-Z, 2-9) drawn dark at 22-36 px, placed fully inside."""
-    word = "".join(WORD_ALPHABET[i] for i in rng.integers(len(WORD_ALPHABET), size=int(rng.integers(4, 9))))
+def draw_word(rng: np.random.Generator, lengths: tuple[int, int] = WORD_LENGTHS) -> tuple[Image.Image, str]:
+    """A light image with one word of `lengths` characters (the spec: 4-8, from A-Z and 2-9) drawn dark at 22-36
+    px, placed fully inside."""
+    image, word, _ = draw_word_with_centers(rng, lengths)
+    return image, word
+
+
+def draw_word_with_centers(
+    rng: np.random.Generator, lengths: tuple[int, int] = WORD_LENGTHS
+) -> tuple[Image.Image, str, list[tuple[float, float]]]:
+    """draw_word, plus the (x, y) pixel center of each character (the vision tower's pretraining targets);
+    draws from `rng` exactly as draw_word does."""
+    size = int(rng.integers(lengths[0], lengths[1] + 1))
+    word = "".join(WORD_ALPHABET[i] for i in rng.integers(len(WORD_ALPHABET), size=size))
     pixels = _background(rng)
     image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
@@ -134,7 +157,9 @@ def draw_word(rng: np.random.Generator) -> tuple[Image.Image, str]:
     x = int(rng.integers(-left, SIZE - right + 1)) if SIZE - right >= -left else -left
     y = int(rng.integers(-top, SIZE - bottom + 1))
     draw.text((x, y), word, font=font, fill=tuple(int(c) for c in rng.integers(0, 61, size=3)))
-    return image, word
+    edges = [x + draw.textlength(word[:i], font=font) for i in range(len(word) + 1)]
+    cy = y + (top + bottom) / 2
+    return image, word, [((a + b) / 2, cy) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def objects_in_order(shapes: list[Shape], classes: tuple[str, ...]) -> list[Shape]:
@@ -151,19 +176,38 @@ def count_question(kind: str) -> str:
     return f"answer en how many {kind}s are there?"
 
 
+def prompt_classes(shapes: list[Shape], rng: np.random.Generator, negative_share: float = NEGATIVE_SHARE):
+    """The classes a detect prompt names (see the module docstring): mostly the present ones, sometimes only absent
+    ones. In the benchmark's order (circle, square, triangle) half of the time, shuffled otherwise."""
+    present = [c for c in CLASSES if any(s.kind == c for s in shapes)]
+    absent = [c for c in CLASSES if c not in present]
+    if absent and rng.random() < negative_share:
+        chosen = [c for c in absent if rng.random() < 0.5] or [absent[int(rng.integers(len(absent)))]]
+    else:
+        chosen = [c for c in present if rng.random() < 0.75] or [present[int(rng.integers(len(present)))]]
+        chosen += [c for c in absent if rng.random() < 0.3]
+        chosen = [c for c in CLASSES if c in chosen]
+    if rng.random() < 0.5:
+        chosen = [chosen[i] for i in rng.permutation(len(chosen))]
+    return tuple(chosen)
+
+
 def scene_examples(image: Image.Image, shapes: list[Shape], task: str, rng: np.random.Generator, encoder=None):
     """One example of `task` for a drawn scene. `encoder` (a decoders.MaskEncoder) is needed for segment."""
     from decoders.loc_tokens import format_object
 
     if task == "detect":
-        k = int(rng.integers(1, len(CLASSES) + 1))
-        classes = tuple(CLASSES[i] for i in rng.permutation(len(CLASSES))[:k])
+        classes = prompt_classes(shapes, rng)
         objs = objects_in_order(shapes, classes)
         suffix = " ; ".join(format_object(s.box, SIZE, SIZE, s.kind) for s in objs)
         return Example(image, "detect " + " ; ".join(classes), suffix, task)
     if task == "segment":
         present = sorted({s.kind for s in shapes})
-        kind = present[int(rng.integers(len(present)))] if rng.random() < 0.9 else CLASSES[int(rng.integers(3))]
+        absent = [c for c in CLASSES if c not in present]
+        if absent and rng.random() < NEGATIVE_SHARE:
+            kind = absent[int(rng.integers(len(absent)))]
+        else:
+            kind = present[int(rng.integers(len(present)))]
         objs = objects_in_order(shapes, (kind,))
         codes = segment_codes(encoder, objs)
         suffix = " ; ".join(format_object(s.box, SIZE, SIZE, s.kind, c) for s, c in zip(objs, codes, strict=True))
@@ -190,41 +234,71 @@ def segment_codes(encoder, shapes: list[Shape]) -> list[list[int]]:
     return encoder.encode(crops).tolist()
 
 
-def example_stream(
-    seed: int,
-    encoder=None,
-    mix: dict[str, float] | None = None,
-    curriculum: tuple[int, ...] = (),
-    first_tasks: tuple[str, ...] = (),
-) -> Iterator[Example]:
-    """An endless stream of examples drawn with `numpy.random.default_rng(seed)`; the same seed, the same stream.
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a curriculum: `examples` examples (the last stage runs on for ever) of scenes with at most
+    `max_objects` objects, OCR words of `word_lengths` characters, and the task `mix` (None: TASK_MIX)."""
+
+    examples: int
+    max_objects: int = 4
+    word_lengths: tuple[int, int] = WORD_LENGTHS
+    mix: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.examples < 1 or not 1 <= self.max_objects <= 4:
+            raise ValueError(f"a stage needs examples >= 1 and 1 <= max_objects <= 4, got {self}")
+        lo, hi = self.word_lengths
+        if not 1 <= lo <= hi <= 12:
+            raise ValueError(f"word_lengths must satisfy 1 <= low <= high <= 12, got {self.word_lengths}")
+        if self.mix is not None and (not self.mix or any(t not in TASK_MIX or w < 0 for t, w in self.mix.items())):
+            raise ValueError(f"a stage's mix takes weights >= 0 for {', '.join(TASK_MIX)}, got {self.mix}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Stage:
+        d = dict(d)
+        if "word_lengths" in d:
+            d["word_lengths"] = tuple(d["word_lengths"])
+        unknown = set(d) - {f for f in cls.__dataclass_fields__}
+        if unknown:
+            raise ValueError(f"unknown stage keys {sorted(unknown)}; a stage takes {list(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+def stage_at(stages: tuple[Stage, ...], index: int) -> Stage:
+    """The stage that example `index` of a stream belongs to (the spec's data when there are no stages)."""
+    for stage in stages:
+        if index < stage.examples:
+            return stage
+        index -= stage.examples
+    return stages[-1] if stages else Stage(1)
+
+
+def shapes_example(seed: int, index: int, encoder=None, stages: tuple[Stage, ...] = ()) -> Example:
+    """Example `index` of the stream named by `seed`, drawn with its own generator `default_rng([seed, index])`.
 
     encoder: a decoders.MaskEncoder for segmentation targets; without one, `segment` is left out of the mix.
-
-    curriculum: example counts where scenes grow: (12000, 30000) draws single-object scenes for the first 12,000
-    examples, 1-2 objects until the 30,000th, then the full 1-4 of the spec (also the default, with no
-    curriculum). first_tasks: the only tasks of the first stage (say caption and count, whose short answers teach
-    the vision tower colours and shapes fastest). On full scenes and the full mix from the start, a model trained
-    from scratch spends thousands of steps on the answers' language prior before it looks at the image; on
-    captions and counts of lone shapes it looks within about 150 steps (the model card's runs).
+    stages: a curriculum (see Stage); none means the spec's scenes and words with TASK_MIX throughout. On full
+    scenes and the full mix from the start, a model trained from scratch spends thousands of steps on the
+    answers' language prior before it looks at the image (the bundled model card's runs).
     """
-    rng = np.random.default_rng(seed)
-    mix = mix or TASK_MIX
-    if encoder is None:  # segmentation targets need the VQ-VAE: without one, draw the other tasks
-        mix = {k: v for k, v in mix.items() if k != "segment"}
-    names, weights = list(mix), np.array(list(mix.values()), dtype=float)
-    weights /= weights.sum()
-    first = np.array([w if n in first_tasks else 0.0 for n, w in zip(names, weights, strict=True)])
-    count = 0
+    rng = np.random.default_rng([seed, index])
+    stage = stage_at(stages, index)
+    mix = stage.mix or TASK_MIX
+    names = [t for t, w in mix.items() if w > 0 and (t != "segment" or encoder is not None)]
+    if not names:
+        raise ValueError(f"the mix {mix} leaves no task to draw (segment needs a VQ-VAE encoder)")
+    weights = np.array([mix[t] for t in names], dtype=float)
+    task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    if task == "ocr":
+        image, word = draw_word(rng, stage.word_lengths)
+        return Example(image, "ocr", word, task)
+    image, shapes = draw_scene(rng, max_objects=stage.max_objects)
+    return scene_examples(image, shapes, task, rng, encoder)
+
+
+def example_stream(seed: int, encoder=None, stages: tuple[Stage, ...] = (), start: int = 0) -> Iterator[Example]:
+    """Examples start, start + 1, ... of the stream named by `seed` (see shapes_example)."""
+    index = start
     while True:
-        p = first / first.sum() if first_tasks and curriculum and count < curriculum[0] else weights
-        task = names[int(rng.choice(len(names), p=p))]
-        if task == "ocr":
-            image, word = draw_word(rng)
-            yield Example(image, "ocr", word, task)
-        else:
-            passed = sum(count >= n for n in curriculum)
-            max_objects = 4 if passed == len(curriculum) else passed + 1
-            image, shapes = draw_scene(rng, max_objects=max_objects)
-            yield scene_examples(image, shapes, task, rng, encoder)
-        count += 1
+        yield shapes_example(seed, index, encoder, stages)
+        index += 1

@@ -13,21 +13,40 @@ from pathlib import Path
 
 import torch
 
+from jobs.cli import Parser, UsageError, check_checkpoint, fail
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m ui", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m ui", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, help="Hugging Face PaliGemma folder; loadable from the page otherwise")
     p.add_argument("--vae", type=Path, help="big_vision's vae-oid.npz, to draw segmentation masks")
     p.add_argument("--dtype", default=None, help="float32 (default), bf16 or fp16")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=port, default=7860)
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     return p.parse_args(argv)
 
 
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port between 1 and 65535, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        if args.checkpoint is not None:
+            check_checkpoint(args.checkpoint)
+        if args.vae is not None and not args.vae.is_file():
+            raise UsageError(f"--vae {args.vae}: no such file")
+    except UsageError as e:
+        return fail(str(e))
     from ui.logic import Workbench
 
     bench = Workbench()

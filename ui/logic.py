@@ -247,28 +247,27 @@ class Workbench:
             return Outcome(error=f"generation failed ({type(e).__name__}: {md(str(e))}); see the server's log.")
 
     def _answer(self, image: Image.Image, task, settings: Settings) -> Outcome:
+        from pipelines.labeling import label_batch
         from tasks import ObjectsResult
         from tasks.draw import draw_detections
 
         with self._lock:
-            start = time.perf_counter()
-            (gen,) = self.model.generate(
+            (labeled,) = label_batch(
+                self.model,
+                [task],
                 [image],
-                [task.prompt()],
+                mask_decoder=self.mask_decoder,
                 max_new_tokens=settings.max_new_tokens,
                 do_sample=settings.do_sample,
                 temperature=settings.temperature,
                 top_p=settings.top_p,
                 seed=settings.seed,
-                return_logprobs=True,
             )
-            seconds = time.perf_counter() - start
             device = self.model.device.type
-            result = task.parse(
-                gen.text, width=image.width, height=image.height, tokens=gen.tokens, logprobs=gen.logprobs,
-                mask_decoder=self.mask_decoder,
-            )  # fmt: skip
-        notes = [f"{len(gen.token_ids)} tokens in {seconds:.2f} s on {device}."]
+        row, result, gen = labeled.row, labeled.result, labeled.generation
+        if row["error"] is not None:
+            return Outcome(error=md(row["error"]), prompt=task.prompt(), text=row["text"])
+        notes = [f"{len(gen.token_ids)} tokens in {row['seconds']:.2f} s on {device}."]
         if isinstance(result, ObjectsResult):
             answer = ""
             drawn = draw_detections(image, result.detections())
@@ -280,7 +279,7 @@ class Workbench:
                 notes.append("Masks not drawn: load a vae-oid.npz in the Model panel (or start with `--vae`).")
         else:
             score = "" if result.score is None else f"  (score {result.score:.3f})"
-            answer, drawn = result.text + score, image
+            answer, drawn = (result.text or "(empty answer)") + score, image
         return Outcome(
             prompt=task.prompt(),
             text=gen.text,

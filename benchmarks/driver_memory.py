@@ -1,0 +1,118 @@
+"""The label job's driver memory as the output grows: peak RSS of the end-of-run exports (COCO results and
+dataset files, the summary) over N synthetic rows, and of planning N inputs from a manifest.
+
+    python -m benchmarks.driver_memory [--rows 10000 100000 1000000]
+
+Each measurement runs in a fresh process (its peak resident set size, `ru_maxrss`, minus the same process's size
+after its imports), so the numbers are the driver's own. Rows are detect rows with 3 objects each, in parts of
+10,000 rows as the job writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROWS_PER_PART = 10_000
+
+
+def synthetic_parts(folder: Path, rows: int) -> None:
+    import numpy as np
+
+    from rows import PartStore, rows_to_table
+
+    store = PartStore(folder / "predictions")
+    store.prepare()
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, ROWS_PER_PART):
+        batch = []
+        for i in range(start, min(rows, start + ROWS_PER_PART)):
+            objects = [{"label": ("cat", "dog", "bird")[k], "box": [float(v) for v in rng.uniform(0, 300, 4)],
+                        "score": float(rng.uniform()), "mask": None} for k in range(3)]  # fmt: skip
+            batch.append({"image_id": i + 1, "path": f"/data/images/{i:08d}.jpg", "width": 640, "height": 480,
+                          "task": "detect", "prompt": "detect cat ; dog ; bird", "text": "", "objects": objects,
+                          "error": None, "model": "m", "seconds": 0.01})  # fmt: skip
+        store.write(rows_to_table(batch))
+
+
+def manifest(folder: Path, rows: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / "manifest.parquet"
+    paths = pa.array([f"s3://bucket/images/{i:08d}.jpg" for i in range(rows)])
+    pq.write_table(pa.table({"path": paths}), path)
+    return path
+
+
+def child(kind: str, folder: str) -> None:
+    """Runs in the measured process: imports first, then the work; prints JSON with the peak memory."""
+    import numpy as np
+
+    from pipelines.config import LabelConfig
+    from pipelines.finish import export_input
+    from pipelines.output import OutputFolder
+    from pipelines.plan import plan_inputs
+    from pipelines.sources import Source, manifest_source
+    from tasks import from_prompt
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    if kind == "export":
+        from exports import coco
+
+        out = OutputFolder(folder)
+        cfg = LabelConfig(checkpoint="m", output=folder)
+        job = export_input(cfg, out, Source("folder", None), ["cat", "dog", "bird"])
+        coco.write_results(job, out.root.join("coco_results.json"))
+        coco.write_dataset(job, out.root.join("coco_dataset.json"))
+        count = out.parts.count()
+    else:
+        source = manifest_source(Path(folder) / "manifest.parquet")
+        plan = plan_inputs(source, [from_prompt("caption en")], np.empty(0, np.int64), None)
+        count = plan.inputs.num_rows
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"rows": count, "extra_mib": (peak - base) / 1024, "seconds": time.perf_counter() - start}))
+
+
+def measure(kind: str, folder: Path) -> dict:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "benchmarks.driver_memory", "--child", kind, str(folder)],
+                          cwd=root, capture_output=True, text=True, check=True,
+                          env=dict(os.environ, PYTHONPATH=str(root)))  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return
+    print(f"{'rows':>9} {'exports: extra MiB':>19} {'s':>6} {'plan: extra MiB':>16} {'bytes/input':>12} {'s':>6}")
+    for rows in args.rows:
+        tmp = Path(tempfile.mkdtemp(prefix="driver-memory-"))
+        try:
+            synthetic_parts(tmp / "out", rows)
+            export = measure("export", tmp / "out")
+            manifest(tmp, rows)
+            plan = measure("plan", tmp)
+            per_input = plan["extra_mib"] * 2**20 / rows
+            print(f"{rows:>9} {export['extra_mib']:>19.1f} {export['seconds']:>6.1f} {plan['extra_mib']:>16.1f} "
+                  f"{per_input:>12.0f} {plan['seconds']:>6.1f}")  # fmt: skip
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

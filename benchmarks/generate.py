@@ -1,0 +1,242 @@
+"""Our generation against transformers' on the same weights, in one process, interleaved, medians reported.
+
+    python -m jobs.bench --size mid --batch 8 --new-tokens 32 [--compile]           # fixed work
+    python -m jobs.bench --workload mixed [--compile]                               # the product's own workload
+    python -m jobs.bench --size pg1-3b --dtype bf16 --device cuda --batch 32 64 --compile
+
+fixed: every row generates exactly --new-tokens tokens (end-of-sequence ignored) from the same prompt, so both
+sides do the same amount of work; the batch is the whole call.
+
+mixed: the bundled shapes model on 64 shapes scenes with mixed prompts (detect lists, captions, counting
+questions, segment), answers up to 128 tokens, each row stopping at its own end-of-sequence. Ours keeps
+--in-flight rows generating (continuous batching: a finished row's slot takes the next pair at once);
+transformers gets its best case: rows grouped by prompt (no padding between prompts), batches of --in-flight,
+each batch running until its longest answer ends. Both must give the same answers.
+
+Warm-up runs (which include compiling, reported on its own) are excluded. tokens/s counts generated tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.common import NAMED_SIZES, device_name, random_checkpoint, synchronize
+from model import PaliGemma
+from model.loading import resolve_dtype
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Row:
+    workload: str
+    size: str
+    device: str
+    dtype: str
+    batch: int
+    compiled: bool
+    pairs: int
+    ours_s: float
+    transformers_s: float
+    ours_images_per_s: float
+    transformers_images_per_s: float
+    ours_tokens_per_s: float
+    transformers_tokens_per_s: float
+    speedup: float
+    same_tokens: bool
+    compile_s: float
+
+
+def sample_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """Photographs from scikit-image when it is installed, random noise otherwise; sizes vary like real data."""
+    try:
+        from skimage import data
+
+        photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    except ImportError:
+        rng = np.random.default_rng(seed)
+        photos = [rng.integers(0, 256, (300 + 20 * i, 400, 3), dtype=np.uint8) for i in range(4)]
+    return [Image.fromarray(photos[i % len(photos)]) for i in range(n)]
+
+
+def shapes_workload(n: int = 64, seed: int = 777) -> tuple[list[Image.Image], list[str]]:
+    """n scenes from the shapes generator, each with one prompt: detect lists, captions, counts and segments."""
+    from training.shapes import CLASSES, count_question, draw_scene
+
+    rng = np.random.default_rng(seed)
+    images, prompts = [], []
+    kinds = ["detect circle ; square ; triangle", "caption en", "count", "segment"]
+    for i in range(n):
+        image, shapes = draw_scene(rng)
+        kind = kinds[i % len(kinds)]
+        if kind == "count":
+            kind = count_question(CLASSES[int(rng.integers(3))])
+        elif kind == "segment":
+            kind = f"segment {shapes[0].kind}"
+        images.append(image)
+        prompts.append(kind)
+    return images, prompts
+
+
+def time_call(fn, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def hf_generate(hf, ours: PaliGemma, images, prompts, max_new_tokens: int, stop_at_eos: bool) -> list[list[int]]:
+    """transformers' generate on the same token ids and pixels as ours (our tokenizer and image processor)."""
+    tok, device = ours.tokenizer, ours.device
+    ids, mask = tok.batch(prompts, ours.config.num_image_tokens)
+    with torch.inference_mode():
+        out = hf.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.long().to(device),
+            token_type_ids=torch.zeros_like(ids).to(device),
+            pixel_values=ours.image_processor(images).to(device, ours.dtype),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tok.eos_id if stop_at_eos else None,
+            pad_token_id=tok.pad_id,
+        )
+    rows = out[:, ids.shape[1] :].tolist()
+    if stop_at_eos:  # after its <eos> a row holds padding: keep what our generate returns
+        rows = [r[: r.index(tok.eos_id)] if tok.eos_id in r else r for r in rows]
+    [tok.decode(r) for r in rows]  # the same text decoding work as ours
+    return rows
+
+
+def bench(ours, hf, args, workload: str, batch: int, images, prompts, stop_at_eos: bool, compile_s: float) -> Row:
+    device = ours.device
+    results: dict[str, list] = {}
+    new_tokens = args.new_tokens if workload == "fixed" else 128
+
+    def run_ours():
+        gens = ours.generate(images, prompts, max_new_tokens=new_tokens, return_logprobs=True,
+                             stop_at_eos=stop_at_eos, batch_size=batch)  # fmt: skip
+        results["ours"] = [g.token_ids for g in gens]
+
+    def run_hf():
+        order = sorted(range(len(prompts)), key=lambda i: (prompts[i], i))  # grouped by prompt: no padding
+        rows: dict[int, list[int]] = {}
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            out = hf_generate(hf, ours, [images[i] for i in chunk], [prompts[i] for i in chunk], new_tokens,
+                              stop_at_eos)  # fmt: skip
+            rows.update(zip(chunk, out, strict=True))
+        results["hf"] = [rows[i] for i in range(len(prompts))]
+
+    for _ in range(args.warmup):
+        run_ours()
+        run_hf()
+    ours_t, hf_t = [], []
+    for _ in range(args.repeats):  # interleaved, so drifting clocks or a busy neighbour hit both alike
+        ours_t.append(time_call(run_ours, device))
+        hf_t.append(time_call(run_hf, device))
+    ours_s, hf_s = statistics.median(ours_t), statistics.median(hf_t)
+    tokens = sum(len(r) for r in results["ours"])
+    return Row(
+        workload=workload,
+        size=args.size if args.checkpoint is None else Path(args.checkpoint).name,
+        device=device_name(device),
+        dtype=str(ours.dtype).removeprefix("torch."),
+        batch=batch,
+        compiled=args.compile,
+        pairs=len(prompts),
+        ours_s=round(ours_s, 4),
+        transformers_s=round(hf_s, 4),
+        ours_images_per_s=round(len(prompts) / ours_s, 2),
+        transformers_images_per_s=round(len(prompts) / hf_s, 2),
+        ours_tokens_per_s=round(tokens / ours_s, 1),
+        transformers_tokens_per_s=round(tokens / hf_s, 1),
+        speedup=round(hf_s / ours_s, 2),
+        same_tokens=results["ours"] == results["hf"],
+        compile_s=round(compile_s, 1),
+    )
+
+
+def load_pair(args, folder: Path):
+    from transformers import PaliGemmaForConditionalGeneration
+
+    dtype = resolve_dtype(args.dtype)
+    start = time.perf_counter()
+    ours = PaliGemma.from_pretrained(folder, dtype=dtype, device=args.device, compile=args.compile)
+    hf = PaliGemmaForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(args.device).eval()
+    return ours, hf, time.perf_counter() - start
+
+
+def compile_warmup(ours: PaliGemma, images, prompts, batch: int, new_tokens: int) -> float:
+    """Compile (and warm) every bucket the timed runs will use; returns the seconds it took."""
+    if not getattr(ours, "compiled", False):
+        return 0.0
+    start = time.perf_counter()
+    ours.generate(images, prompts, max_new_tokens=new_tokens, batch_size=batch)
+    synchronize(ours.device)
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workload", choices=("fixed", "mixed"), default="fixed")
+    p.add_argument("--size", default="mid", choices=sorted(NAMED_SIZES), help="random weights of a named size")
+    p.add_argument("--checkpoint", type=Path, help="a checkpoint folder instead of random weights")
+    p.add_argument("--batch", type=int, nargs="+", default=None, help="batch (fixed) or rows in flight (mixed)")
+    p.add_argument("--prompt", default="caption en", help="fixed workload: the prompt of every row")
+    p.add_argument("--new-tokens", type=int, default=32, help="fixed workload: tokens every row generates")
+    p.add_argument("--pairs", type=int, default=64, help="mixed workload: scenes (one prompt each)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--compile", action="store_true", help="compile our decode step (compile time reported apart)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json", type=Path, help="write the rows here as JSON")
+    args = p.parse_args(argv)
+    batches = args.batch or ([8] if args.workload == "fixed" else [16])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.checkpoint
+        if args.workload == "mixed" and folder is None:
+            folder = ROOT / "checkpoints" / "paligemma-shapes"
+        if folder is None:
+            folder = Path(tmp)
+            random_checkpoint(folder, args.size, dtype=resolve_dtype(args.dtype))
+        ours, hf, _ = load_pair(args, folder)
+        rows = []
+        for b in batches:
+            if args.workload == "fixed":
+                images, prompts, stop = sample_images(b), [args.prompt] * b, False
+                hf.generation_config.eos_token_id = None  # a fixed amount of work for both
+            else:
+                (images, prompts), stop = shapes_workload(args.pairs), True
+            compile_s = compile_warmup(ours, images, prompts, b, args.new_tokens if not stop else 128)
+            rows.append(bench(ours, hf, args, args.workload, b, images, prompts, stop, compile_s))
+
+    header = f"{'workload':>8} {'model':>8} {'device':>28} {'dtype':>8} {'batch':>5} {'compiled':>8} "
+    header += f"{'ours img/s':>10} {'hf img/s':>9} {'ours tok/s':>10} {'hf tok/s':>9} {'speedup':>7} {'same':>5} "
+    header += f"{'compile s':>9}"
+    print(header)
+    for r in rows:
+        print(
+            f"{r.workload:>8} {r.size[:8]:>8} {r.device[:28]:>28} {r.dtype:>8} {r.batch:>5} {str(r.compiled):>8} "
+            f"{r.ours_images_per_s:>10} {r.transformers_images_per_s:>9} {r.ours_tokens_per_s:>10} "
+            f"{r.transformers_tokens_per_s:>9} {r.speedup:>6}x {str(r.same_tokens):>5} {r.compile_s:>9}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

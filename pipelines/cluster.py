@@ -1,0 +1,68 @@
+"""Which Ray a job runs on, said plainly.
+
+- `--address ADDR`, or `RAY_ADDRESS` in the environment (which `ray job submit` sets for its entrypoint): join
+  that cluster. The address is probed first, so an unreachable one fails within seconds with one line naming it
+  instead of Ray's minutes of retries.
+- Otherwise: start a private local instance (`ray.init(address="local")`). A plain `ray.init()` would instead
+  join whatever address an earlier `ray start` left in Ray's temp folder, even when that cluster is long dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from urllib.parse import urlparse
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster asked for cannot be reached."""
+
+
+def probe(address: str, timeout: float = 5.0) -> None:
+    """Raise ClusterError when nothing answers at a `host:port`, `ray://host:port` or `http://host:port` address."""
+    if address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise ClusterError(f"Ray address {address!r}: expected host:port (or ray://host:port)")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ClusterError(f"cannot reach the Ray cluster at {address} ({e.strerror or e})") from None
+
+
+def quiet_ray() -> dict:
+    """What keeps a normal run free of Ray's alarming lines; each is explained here, since it cannot be fixed here.
+
+    - Ray Data (2.60) hands every actor-pool worker its context and UDF as object references, so with actor
+      restarts on (which exactly-once needs) Ray's core logs an ERROR that "the actor restart will fail" if those
+      objects were lost. Ray Data holds them for the whole run, so they are not lost; the line is noise. Core logs
+      at fatal level only.
+    - Token authentication (on by default since Ray 2.60) logs a WARNING at every start; the README explains it
+      once. Ray's Python loggers go to ERROR level.
+    """
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    return {"logging_level": logging.ERROR}
+
+
+def connect(address: str | None = None, verbose: bool = False, **init_options) -> bool:
+    """Join or start Ray as the module docstring says; returns True when this call started (and so owns) it.
+
+    verbose: leave Ray's own logging as Ray sets it (see quiet_ray for what is hidden otherwise).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if not verbose:
+        init_options = quiet_ray() | init_options
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        probe(address)
+        ray.init(address=address, **init_options)
+    else:
+        ray.init(address="local", **init_options)
+    return True

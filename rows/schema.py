@@ -1,0 +1,94 @@
+"""The output row: one per (image, prompt), the contract between the model replicas, the Parquet files, exports,
+evaluation and the web page.
+
+A row is a plain dict (what Arrow's `to_pylist` gives back and `from_pylist` takes), typed here as `Row`:
+
+    image_id  int64    the image's id (a COCO id, or a stable hash of its path)
+    path      string   where the image was read from: a local path or a URI such as s3://bucket/a.jpg
+    width     int64    the image's size in pixels (0 when it could not be read)
+    height    int64
+    task      string   the task that read the answer: detect, segment, caption, describe, answer, ocr or raw
+    prompt    string   the prompt sent to the model
+    text      string   the raw generated text, <loc>/<seg> tokens kept
+    objects   list     {label, box [x0, y0, x1, y1] in pixels, score, mask (COCO RLE {size [h, w], counts})}
+    error     string   null on success; what went wrong otherwise (the row is still written)
+    model     string   the checkpoint's name
+    seconds   float64  model time spent on this row
+
+Scores come from the model (exp of the mean log-probability of the object's tokens), never a constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypedDict
+
+import pyarrow as pa
+
+MASK_TYPE = pa.struct([("size", pa.list_(pa.int64())), ("counts", pa.string())])
+OBJECT_TYPE = pa.struct(
+    [("label", pa.string()), ("box", pa.list_(pa.float64())), ("score", pa.float64()), ("mask", MASK_TYPE)]
+)
+ROW_SCHEMA = pa.schema(
+    [
+        ("image_id", pa.int64()),
+        ("path", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("task", pa.string()),
+        ("prompt", pa.string()),
+        ("text", pa.string()),
+        ("objects", pa.list_(OBJECT_TYPE)),
+        ("error", pa.string()),
+        ("model", pa.string()),
+        ("seconds", pa.float64()),
+    ]
+)
+
+
+class MaskRLE(TypedDict):
+    size: list[int]  # [height, width]
+    counts: str  # COCO's compressed RLE string
+
+
+class ObjectRow(TypedDict):
+    label: str
+    box: list[float]  # x0, y0, x1, y1 in pixels of the original image
+    score: float | None
+    mask: MaskRLE | None
+
+
+class Row(TypedDict):
+    image_id: int
+    path: str
+    width: int
+    height: int
+    task: str
+    prompt: str
+    text: str
+    objects: list[ObjectRow]
+    error: str | None
+    model: str
+    seconds: float
+
+
+def error_row(image_id: int, path: str, prompt: str, task: str, error: str, model: str = "") -> Row:
+    """The row of an input that produced no answer: it is written all the same, so nothing goes missing."""
+    return Row(
+        image_id=int(image_id),
+        path=path,
+        width=0,
+        height=0,
+        task=task,
+        prompt=prompt,
+        text="",
+        objects=[],
+        error=error,
+        model=model,
+        seconds=0.0,
+    )
+
+
+def rows_to_table(rows: Iterable[Row]) -> pa.Table:
+    """Rows -> an Arrow table with exactly ROW_SCHEMA's columns, in order."""
+    return pa.Table.from_pylist(list(rows), schema=ROW_SCHEMA)
