@@ -62,7 +62,13 @@ def connect(address: str | None = None, verbose: bool = False, **init_options) -
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         probe(address)
-        ray.init(address=address, **init_options)
+        try:
+            ray.init(address=address, **init_options)
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:
+            hint = ""
+            if "token" in str(e).lower() and os.environ.get("RAY_AUTH_MODE") != "token":
+                hint = "; the cluster uses token authentication: set RAY_AUTH_MODE=token (and its token file)"
+            raise ClusterError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]}){hint}") from None
     else:
         ray.init(address="local", **init_options)
     return True

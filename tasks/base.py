@@ -131,7 +131,8 @@ class TextTask:
 
 
 class ObjectsTask:
-    """Base of the tasks whose answer is a list of objects (`<loc>` boxes, optional `<seg>` codes, a label).
+    """Base of the tasks whose answer is a list of objects (`<loc>` boxes, optional `<seg>` codes, a label); those
+    that ask for named classes (detect, segment) have a `classes` field.
 
     decodes_masks: whether seg codes become masks when a MaskDecoder is given (segment and raw prompts do; detect
     keeps any codes a checkpoint writes on the objects without decoding them).
@@ -139,7 +140,6 @@ class ObjectsTask:
 
     kind: ClassVar[str] = "objects"
     decodes_masks: ClassVar[bool] = True
-    classes: tuple[str, ...] = ()
 
     def parse(
         self,
@@ -158,7 +158,7 @@ class ObjectsTask:
             tokens=tokens,
             logprobs=logprobs,
             mask_decoder=mask_decoder if self.decodes_masks else None,
-            classes=self.classes,
+            classes=getattr(self, "classes", ()),
         )
 
 

@@ -69,6 +69,12 @@ def clean_env(**extra: str) -> dict:
     return env | extra
 
 
+def cluster_env(**extra: str) -> dict:
+    """clean_env for processes that join a test cluster: token authentication (on by default in Ray 2.60) makes
+    every client send the token `ray start --head` wrote, which it does only with RAY_AUTH_MODE=token."""
+    return clean_env(RAY_AUTH_MODE="token", **extra)
+
+
 # Every port a node listens on, chosen free so that tests never collide with another Ray on this machine.
 WORKER_PORTS = (
     "--node-manager-port",
@@ -119,7 +125,7 @@ class LocalCluster:
         cmd += _ports(*WORKER_PORTS)
         if resources:
             cmd += ["--resources", resources]
-        node = Node(subprocess.Popen(cmd, env=clean_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+        node = Node(subprocess.Popen(cmd, env=cluster_env(), start_new_session=True, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL))  # fmt: skip
         self.nodes.append(node)
         return node
@@ -132,7 +138,7 @@ class LocalCluster:
             done = subprocess.run(
                 [sys.executable, "-c", f"import ray, json; ray.init(address='{self.address}', logging_level='ERROR');"
                  "print(json.dumps(len([n for n in ray.nodes() if n['Alive']])))"],
-                env=clean_env(), capture_output=True, text=True, timeout=60,
+                env=cluster_env(), capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             if done.returncode == 0 and json.loads(done.stdout.strip().splitlines()[-1]) >= count:
                 return

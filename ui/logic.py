@@ -265,7 +265,8 @@ class Workbench:
             )
             device = self.model.device.type
         row, result, gen = labeled.row, labeled.result, labeled.generation
-        if row["error"] is not None:
+        if row["error"] is not None:  # the page keeps serving; the server's log keeps the reason too
+            log.error("answering %r failed: %s", task.prompt(), row["error"])
             return Outcome(error=md(row["error"]), prompt=task.prompt(), text=row["text"])
         notes = [f"{len(gen.token_ids)} tokens in {row['seconds']:.2f} s on {device}."]
         if isinstance(result, ObjectsResult):

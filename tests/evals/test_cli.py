@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools import mask as mask_utils
 
-from evals.__main__ import main
 from evals.coco import STAT_NAMES
+from jobs.evaluate import main
 from rows import rows_to_coco_results
 from rows.text import answer_text as clean_text
 from testing.coco import random_coco
-from tests.test_evals_coco import reference_stats
+from tests.evals.test_coco import reference_stats
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools' decode
 
@@ -76,7 +76,8 @@ def rle(mask: np.ndarray) -> dict:
 
 def run_cli(capsys, gt: Path, pred: Path, *extra: str) -> tuple[int, str, dict | None]:
     code = main(["--gt", str(gt), "--pred", str(pred), *extra])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     folder = pred if pred.is_dir() else pred.parent
     metrics_path = folder / "metrics.json"
     return code, out, json.loads(metrics_path.read_text()) if metrics_path.exists() else None
@@ -263,7 +264,11 @@ def test_convert_helpers():
 def test_all_rows_failed_reports_nothing_to_evaluate(capsys, tmp_path, detection_run):
     _, _, gt, _ = detection_run
     rows = [row(1, "detect", "detect class1", error="oom"), row(2, "detect", "detect class1", error="oom")]
-    code, _, metrics = run_cli(capsys, gt, write_parts(tmp_path / "failed", rows, parts=1))
-    assert code == 0
+    code, out, metrics = run_cli(capsys, gt, write_parts(tmp_path / "failed", rows, parts=1))
+    assert code == 1  # nothing was scored: say why in one line, not only inside metrics.json
+    assert [line for line in out.splitlines() if line.startswith("error:")] == [
+        "error: no prediction belongs to a ground-truth image (compare the rows' image_id and file names with the "
+        "ground truth's); see metrics.json"
+    ]
     task = metrics["tasks"]["detect"]
     assert task["skipped_errors"] == 2 and "bbox" not in task and "nothing to evaluate" in task["note"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def test_single_image_command_reports_bad_input_without_a_traceback(checkpoint, 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really a jpeg")
     done = run("-m", "model", "--checkpoint", str(checkpoint("tiny")[0]), "--image", str(broken), "--prompt", "ocr")
-    assert done.returncode == 2 and "cannot read image" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "cannot decode image" in done.stderr and "Traceback" not in done.stderr
     done = run("-m", "model", "--checkpoint", str(tmp_path), "--image", str(broken), "--prompt", "ocr")
     assert done.returncode == 2 and "config.json" in done.stderr
 
@@ -52,8 +53,18 @@ def test_bench_times_both_implementations_and_checks_they_agree(tmp_path):
     assert [r["batch"] for r in rows] == [2, 3]
     for r in rows:
         assert r["same_tokens"] is True
-        assert r["ours_tokens_per_s"] > 0 and r["transformers_tokens_per_s"] > 0 and r["new_tokens"] == 4
+        assert r["ours_tokens_per_s"] > 0 and r["transformers_tokens_per_s"] > 0 and r["workload"] == "fixed"
     assert "speedup" in done.stdout
+
+
+@pytest.mark.slow
+def test_bench_mixed_workload_keeps_rows_in_flight_and_gives_the_same_answers(tmp_path):
+    out = tmp_path / "mixed.json"
+    done = run("-m", "jobs.bench", "--workload", "mixed", "--pairs", "6", "--batch", "3", "--repeats", "1",
+               "--warmup", "0", "--json", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(out.read_text())
+    assert row["workload"] == "mixed" and row["pairs"] == 6 and row["batch"] == 3 and row["same_tokens"] is True
 
 
 def test_demo_labels_the_bundled_examples_scores_them_and_draws_previews(tmp_path):
@@ -73,8 +84,8 @@ def test_single_image_command_lists_objects_with_scores_and_draws_them(
     checkpoint, photo_paths, tmp_path, monkeypatch, capsys
 ):
     """The answer's objects are printed and drawn (a fixed answer stands in for a random model's noise)."""
+    from jobs.predict import main
     from model import Generation, PaliGemma
-    from model.__main__ import main
 
     tokens = ["<loc0100>", "<loc0200>", "<loc0500>", "<loc0700>", " cat", " ;", " <loc0010>", "<loc0020>"]
     tokens += ["<loc0030>", "<loc0040>", " dog"]

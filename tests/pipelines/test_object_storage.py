@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from rows import PartStore, locate
-from testing.ray_cluster import clean_env, kill_session, start_head
+from testing.ray_cluster import clean_env, cluster_env, kill_session, start_head
 from testing.s3 import restore_env, set_env, start_s3
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -128,35 +128,23 @@ def test_two_node_cluster_runs_replicas_where_the_resource_is(s3, checkpoint, tm
         cluster.wait_for_nodes(2)
         out = "s3://bucket/runs/two-node"
         nodes = tmp_path / "nodes.txt"
-        script = f"""
-import ray, sys
-from jobs.label import build_parser, config_from_args, run
-from testing.faults import records_node
-args = build_parser().parse_args({
-            job(
-                checkpoint("tiny")[0],
-                "--images",
-                "s3://bucket/photos",
-                "--task",
-                "ocr",
-                "--output",
-                out,
-                "--replica-resource",
-                "replica_node=1",
-                "--replicas",
-                "2",
-            )[3:]!r
-        })
-ray.init(address="{cluster.address}")
-sys.exit(run(config_from_args(args), replica_class=records_node({str(nodes)!r}))[1])
-"""
-        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=clean_env(**s3.env()),
+        argv = job(checkpoint("tiny")[0], "--images", "s3://bucket/photos", "--task", "ocr", "--output", out,
+                   "--replica-resource", "replica_node=1", "--replicas", "2")[3:]  # fmt: skip
+        script = (
+            "import json, ray, sys\n"
+            "from jobs.label import build_parser, config_from_args, run\n"
+            "from testing.faults import records_node\n"
+            f"args = build_parser().parse_args(json.loads({json.dumps(json.dumps(argv))}))\n"
+            f"ray.init(address={cluster.address!r})\n"
+            f"sys.exit(run(config_from_args(args), replica_class=records_node({str(nodes)!r}))[1])\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=cluster_env(**s3.env()),
                               capture_output=True, text=True, timeout=360)  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
         head_node = subprocess.run(
             [sys.executable, "-c", f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR');"
              "print([n['NodeID'] for n in ray.nodes() if n['Alive'] and 'replica_node' not in n['Resources']][0])"],
-            env=clean_env(), capture_output=True, text=True, timeout=60,
+            env=cluster_env(), capture_output=True, text=True, timeout=60,
         ).stdout.strip().splitlines()[-1]  # fmt: skip
         placed = set(nodes.read_text().split())
         assert placed and head_node not in placed  # every replica ran on the second node
