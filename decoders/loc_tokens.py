@@ -1,4 +1,4 @@
-"""PaliGemma's object grammar: `<loc>` tokens to pixel boxes and back (DESIGN.md §5).
+"""PaliGemma's object grammar: `<loc>` tokens to pixel boxes and back (docs/FORMATS.md).
 
 One object is 4 `<locNNNN>` tokens (y_min, x_min, y_max, x_max), optionally 16 `<segNNN>` tokens, then a space and
 a label; objects are separated by " ; ". The parser never raises on model output: a malformed group is dropped or

@@ -1,4 +1,4 @@
-"""The VQ-VAE that turns PaliGemma's 16 `<seg>` codes into a 64x64 mask, and masks into codes (DESIGN.md §6).
+"""The VQ-VAE that turns PaliGemma's 16 `<seg>` codes into a 64x64 mask, and masks into codes (docs/FORMATS.md).
 
 The weights are big_vision's `vae-oid.npz`, a PyTorch checkpoint saved as numpy arrays in PyTorch layout
 (conv: out, in, kh, kw; transposed conv: in, out, kh, kw). Module names below mirror the file's keys
@@ -120,7 +120,7 @@ class MaskEncoder(nn.Module):
     """masks float[N, 64, 64] in [0, 1] -> codes int[N, 16]: the direction used to build segmentation targets.
 
     Four stride-2 convs + ReLU, two residual blocks, a final conv to D, then the nearest codebook entry per cell.
-    Channel widths and kernel sizes are read from the file (DESIGN.md fixes only the decoder's).
+    Channel widths and kernel sizes are read from the file (the format fixes only the decoder's).
     """
 
     def __init__(self, channels: tuple[int, ...], kernels: tuple[int, ...], codebook_dim: int) -> None:

@@ -57,7 +57,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--threads-per-replica", type=positive_int, help="torch threads in a CPU replica (default: CPUs/replicas)"
     )
-    model.add_argument("--batch-size", type=positive_int, default=8, help="images per generate call (default 8)")
+    model.add_argument(
+        "--batch-size", type=positive_int, default=8, help="rows handed to a replica at once (default 8)"
+    )
+    model.add_argument(
+        "--in-flight",
+        type=positive_int,
+        help="rows generating at once in a replica; a finished row's slot takes the next row at once "
+        "(default: what the device's memory holds, at most the batch)",
+    )
+    model.add_argument("--compile", action="store_true", help="compile the decode step (slower start, faster steps)")
     model.add_argument("--device", choices=("cpu", "cuda"), help="where replicas run (default cpu)")
     model.add_argument("--dtype", help="float32 (default), bf16 or fp16")
     model.add_argument(
@@ -154,6 +163,8 @@ def config_from_args(args: argparse.Namespace):
         threads_per_replica=args.threads_per_replica,
         replica_resources=resources,
         batch_size=args.batch_size,
+        in_flight=args.in_flight,
+        compile=args.compile,
         device=args.device,
         dtype=args.dtype,
         backend=args.backend,

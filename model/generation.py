@@ -97,6 +97,20 @@ LENGTH_BUCKET = 64
 PREFILL_TOKENS = 16384
 
 
+def rows_that_fit(model: Decoder, prompt_tokens: int, max_new_tokens: int, share: float = 0.5) -> int:
+    """How many rows can be in flight on the model's GPU: its free memory (a `share` of it) over one row's KV cache
+    and prefill activations. On a CPU memory is rarely what limits a batch: 64."""
+    if model.device.type != "cuda":
+        return 64
+    t = model.config.text
+    itemsize = torch.tensor([], dtype=model.dtype).element_size()
+    length = _round_up(prompt_tokens + max_new_tokens, LENGTH_BUCKET)
+    kv = 2 * t.num_layers * t.num_kv_heads * t.head_dim * length * itemsize
+    activations = 4 * prompt_tokens * max(t.hidden_size, t.intermediate_size) * itemsize
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return int(max(1, min(SLOT_BUCKETS[-1], free * share // (kv + activations))))
+
+
 def _round_up(n: int, step: int) -> int:
     return -(-n // step) * step
 
@@ -256,7 +270,10 @@ class Engine:
             needed = sorted({image_of[r] for r in take} - set(features))
             for start in range(0, len(needed), 64):  # the tower once per distinct image, in batches
                 chunk = needed[start : start + 64]
-                out = self.model.image_features(pixels[chunk].to(dev))
+                host = pixels[chunk]
+                if dev.type == "cuda":  # page-locked memory lets the copy overlap the GPU's work
+                    host = host.pin_memory()
+                out = self.model.image_features(host.to(dev, non_blocking=True))
                 features.update(zip(chunk, out, strict=True))
             by_length: dict[int, list[tuple[int, int]]] = {}
             for request, slot in zip(take, free, strict=False):

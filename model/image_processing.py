@@ -69,10 +69,16 @@ class ImageProcessor:
         return torch.stack([self.one(im) for im in images])
 
     def one(self, image: Image.Image | np.ndarray) -> torch.Tensor:
-        if isinstance(image, np.ndarray):
-            image = Image.fromarray(image)
-        image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32) * self.rescale_factor)
+        """One image; a uint8 array already at the model's size (what the label job's decode stage sends) skips
+        PIL altogether."""
+        if isinstance(image, np.ndarray) and image.shape == (self.size, self.size, 3) and image.dtype == np.uint8:
+            pixels = image.astype(np.float32)
+        else:
+            if isinstance(image, np.ndarray):
+                image = Image.fromarray(image)
+            image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
+            pixels = np.asarray(image, dtype=np.float32)
+        x = torch.from_numpy(pixels * self.rescale_factor)
         x = (x - torch.tensor(self.mean)) / torch.tensor(self.std)
         return x.permute(2, 0, 1).contiguous()
 

@@ -45,14 +45,21 @@ UNUSED_PREFIXES = ("vision_tower.head.",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 
 
-def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device | str | None = None) -> torch.dtype:
+    """The dtype asked for; None means float32 on a CPU and bfloat16 on a GPU (Gemma was trained in bfloat16)."""
     if dtype is None:
-        return torch.float32
+        return torch.bfloat16 if device is not None and torch.device(device).type == "cuda" else torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+FLOAT16_WARNING = (
+    "float16 overflows in Gemma's activations (their range needs bfloat16's exponent; real checkpoints produce "
+    "inf and NaN in float16): use bfloat16, or float32"
+)
 
 
 def our_key(key: str) -> str | None:
@@ -216,8 +223,12 @@ def load_pretrained(network: type, path: str | Path, dtype=None, device=None):
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder")
-    dtype = resolve_dtype(dtype)
     device = torch.device(device) if device is not None else torch.device("cpu")
+    dtype = resolve_dtype(dtype, device)
+    if dtype == torch.float16:
+        import warnings
+
+        warnings.warn(FLOAT16_WARNING, stacklevel=3)
     config, tokenizer, processor, model, expected, optional = _prepare(folder, network)
     state = load_state(folder, expected, dtype, device, optional)
     if config.tie_word_embeddings:

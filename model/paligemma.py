@@ -220,10 +220,12 @@ class PaliGemma(nn.Module):
         t = self.config.text
         return KVCache(t.num_layers, batch, t.num_kv_heads, max_len, t.head_dim, self.dtype, self.device)
 
-    def generate(self, images: list, prompts: list[str] | str, **options) -> list[str] | list[Generation]:
-        """Text for each (image, prompt) pair. Options (see `model.generation.generate`): max_new_tokens,
-        do_sample, temperature, top_p, seed, return_logprobs, stop_at_eos, batch_size (pairs in flight),
-        on_result (called as each pair is done)."""
+    def generate(
+        self, images: list, prompts: list[str] | str, max_new_tokens: int = 64, **options
+    ) -> list[str] | list[Generation]:
+        """Text for each (image, prompt) pair. Options (see `model.generation.generate`): do_sample, temperature,
+        top_p, seed, return_logprobs, stop_at_eos, batch_size (pairs in flight), on_result (called as each pair
+        is done)."""
         from .generation import generate
 
-        return generate(self, images, prompts, **options)
+        return generate(self, images, prompts, max_new_tokens=max_new_tokens, **options)

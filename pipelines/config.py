@@ -30,7 +30,9 @@ class LabelConfig:
     cpus_per_replica: float | None = None
     threads_per_replica: int | None = None
     replica_resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources each replica needs
-    batch_size: int = 8
+    batch_size: int = 8  # rows a replica is handed at once (a Ray batch)
+    in_flight: int | None = None  # rows generating at once in a replica (default: what its device's memory holds)
+    compile: bool = False  # compile the replicas' decode step
     device: str | None = None
     dtype: str | None = None
     backend: str = "native"

@@ -84,7 +84,7 @@ def check_resources(cfg: LabelConfig) -> None:
         raise ConfigError(f"--backend must be native or transformers, got {cfg.backend!r}")
     for flag, value in (("--replicas", cfg.replicas), ("--batch-size", cfg.batch_size),
                         ("--max-new-tokens", cfg.max_new_tokens), ("--max-pixels", cfg.max_pixels),
-                        ("--rows-per-part", cfg.rows_per_part)):  # fmt: skip
+                        ("--rows-per-part", cfg.rows_per_part), ("--in-flight", cfg.in_flight or 1)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"{flag} must be at least 1, got {value}")
     if cfg.retries < 0:
@@ -179,6 +179,9 @@ def replica_args(cfg: LabelConfig, tasks: list[Task]) -> dict:
         "vae": None if cfg.vae is None else str(Path(cfg.vae).absolute()),
         "max_new_tokens": cfg.max_new_tokens,
         "object_filter": object_filter(cfg),
+        "in_flight": cfg.in_flight,
+        "compile": cfg.compile,
+        "batch_size": cfg.batch_size,
         # torch in an actor gets OMP_NUM_THREADS = its CPU reservation (at least 1); CPU replicas instead share
         # their machine's cores (the replica divides os.cpu_count() there by the replica count).
         "threads": cfg.threads_per_replica or (None if cfg.gpus_per_replica else -cfg.replicas),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from model import PaliGemma
@@ -34,7 +35,7 @@ class Labeled:
 def label_batch(
     model,
     tasks: Sequence[Task],
-    images: Sequence[Image.Image],
+    images: Sequence[Image.Image | np.ndarray],
     *,
     image_ids: Sequence[int] | None = None,
     paths: Sequence[str] | None = None,
@@ -47,6 +48,7 @@ def label_batch(
     """Answer task i about image i, for every i, in one batched generate call.
 
     model: a PaliGemma or any backend with the same `generate` (see pipelines.backends).
+    images: PIL images, or uint8 H x W x 3 arrays (the label job sends its decoded pixels as they are).
     sizes: the original (width, height) of each image when `images` were resized before (boxes and masks are
     placed in the original's pixels); the images' own sizes by default.
     generate_options: passed to generate (batch_size, sampling settings).
@@ -56,7 +58,7 @@ def label_batch(
         raise ValueError(f"expected one task per image but got {len(tasks)} tasks for {n} images")
     image_ids = list(image_ids) if image_ids is not None else list(range(n))
     paths = list(paths) if paths is not None else [""] * n
-    sizes = list(sizes) if sizes is not None else [im.size for im in images]
+    sizes = list(sizes) if sizes is not None else [_size(im) for im in images]
     prompts = [t.prompt() for t in tasks]
     parsed: dict[int, Future] = {}
     start = time.perf_counter()
@@ -101,6 +103,10 @@ def label_batch(
             row["objects"] = result.object_rows()
             out.append(Labeled(row, result, gen))
     return out
+
+
+def _size(image) -> tuple[int, int]:
+    return image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
 
 
 def _read(task: Task, gen: Generation, size: tuple[int, int], mask_decoder):

@@ -37,8 +37,9 @@ class Replica:
         model_name: str | None = None,
         threads: int | None = None,  # torch threads; -N means this machine's CPUs / N; None leaves torch's default
         object_filter=None,  # exports.ObjectFilter: thresholds and NMS applied to each row's objects
-        in_flight: int | None = None,  # rows generating at once (default: every row of a Ray batch)
+        in_flight: int | None = None,  # rows generating at once (default: what the device's memory holds)
         compile: bool = False,
+        batch_size: int | None = None,  # rows per call (a Ray batch): more cannot be in flight
     ):
         import torch
 
@@ -50,7 +51,15 @@ class Replica:
             torch.set_num_threads(threads)
         torch.set_grad_enabled(False)
         self.backend = BACKENDS[backend](checkpoint, dtype, device, **({"compile": True} if compile else {}))
+        model = getattr(self.backend, "model", None)
+        if in_flight is None and hasattr(model, "new_cache"):  # ours: as many rows as the device's memory holds
+            from model.generation import rows_that_fit
+
+            in_flight = rows_that_fit(model, model.config.num_image_tokens + 32, max_new_tokens)
+        if batch_size is not None and in_flight is not None:
+            in_flight = min(in_flight, batch_size)
         self.in_flight = in_flight
+        self.compiled = compile
         self.tasks: dict[str, Task] = dict(tasks or {})
         self.mask_decoder = None
         if vae:
@@ -69,7 +78,7 @@ class Replica:
 
         size = getattr(getattr(self.backend, "model", None), "image_processor", None)
         side = size.size if size is not None else 224
-        n = self.in_flight or 1
+        n = (self.in_flight or 1) if self.compiled else 1  # a compiled step is specialized to its slot count
         self.backend.generate([Image.new("RGB", (side, side))] * n, ["caption en"] * n, max_new_tokens=2,
                               batch_size=n)  # fmt: skip
 
@@ -79,8 +88,6 @@ class Replica:
         return self.tasks[prompt]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        from PIL import Image
-
         from pipelines.labeling import label_batch
 
         n = len(batch["image_id"])
@@ -99,7 +106,7 @@ class Replica:
             labeled = label_batch(
                 self.backend,
                 [self.task_for(prompts[i]) for i in ok],
-                [Image.fromarray(batch["pixels"][i]) for i in ok],
+                [batch["pixels"][i] for i in ok],  # uint8 at the model's size: straight into tensors
                 image_ids=[int(batch["image_id"][i]) for i in ok],
                 paths=[str(batch["path"][i]) for i in ok],
                 sizes=[(int(batch["width"][i]), int(batch["height"][i])) for i in ok],

@@ -1,7 +1,7 @@
 """What every task shares: the result types and the `Task` protocol (prompt in, typed result out).
 
 A task knows its prompt and how to read the generated text; it knows nothing about Ray or the model. Results
-carry the raw text too, because the output schema (DESIGN.md §7) keeps it next to the parsed form.
+carry the raw text too, because the output row (docs/FORMATS.md) keeps it next to the parsed form.
 """
 
 from __future__ import annotations

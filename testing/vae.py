@@ -21,7 +21,7 @@ def write_random_vae_npz(
 ) -> str:
     """Write encoder, decoder and codebook keys with random values (the real file's shapes at D=512).
 
-    Returns the path. A small `codebook_dim` (e.g. 8) keeps tests fast; the decoder widths are fixed by DESIGN.md.
+    Returns the path. A small `codebook_dim` (e.g. 8) keeps tests fast; the decoder widths are fixed by the format.
     """
     decoder = MaskDecoder(codebook_dim)
     encoder = MaskEncoder(encoder_channels, (encoder_kernel,) * len(encoder_channels), codebook_dim)

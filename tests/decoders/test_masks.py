@@ -32,7 +32,7 @@ def load(path: Path) -> dict[str, np.ndarray]:
 
 
 def reference_decode(weights: dict[str, np.ndarray], codes: np.ndarray) -> torch.Tensor:
-    """The decoder of DESIGN.md §6 written out with functional calls, independently of decoders.vqvae."""
+    """The decoder of docs/FORMATS.md ("Masks") written out with functional calls, independently of decoders.vqvae."""
     w = {k: torch.from_numpy(v) for k, v in weights.items()}
     emb = w["_vq_vae._embedding"]
     n = len(codes)

@@ -1,4 +1,4 @@
-"""`python -m evals` on small Parquet folders (DESIGN.md §7 schema) and on a COCO results JSON."""
+"""`python -m evals` on small Parquet folders (rows.ROW_SCHEMA) and on a COCO results JSON."""
 
 from __future__ import annotations
 

@@ -67,6 +67,8 @@ def test_bench_mixed_workload_keeps_rows_in_flight_and_gives_the_same_answers(tm
     assert row["workload"] == "mixed" and row["pairs"] == 6 and row["batch"] == 3 and row["same_tokens"] is True
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_demo_labels_the_bundled_examples_scores_them_and_draws_previews(tmp_path):
     done = run("-m", "jobs.demo", "--output", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stderr[-3000:]

@@ -19,6 +19,7 @@ from jobs.label import build_parser, config_from_args, main, run
 from testing.faults import crash_once, dies_on
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
 
 GOOD = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "sub/camera.png", "rgba.png", "gray16.png")
 BAD = ("corrupt.jpg", "truncated.jpg")
@@ -59,7 +60,9 @@ def label(checkpoint_dir, out, *extra: str, replica_class=None) -> int:
 
 
 def read_rows(out: Path) -> list[dict]:
-    return pq.read_table(out / "predictions").to_pylist()
+    from rows import read_rows as committed_rows
+
+    return committed_rows(out)
 
 
 @pytest.mark.timeout(120)
@@ -245,3 +248,32 @@ def test_shapes_benchmark_labels_every_prompt_of_a_held_out_set_and_scores_it(tm
     assert metrics["scores"]["ocr"]["total"] == 3 and metrics["scores"]["caption"]["total"] == 3
     assert all(0.0 <= v <= 1.0 for v in metrics["headline"].values())
     assert metrics["scores"]["detection"]["num_images"] == 3
+
+
+@pytest.mark.timeout(240)
+def test_retry_errors_labels_failed_rows_again_and_keeps_one_row_per_input(checkpoint, photo_paths, tmp_path):
+    import pandas as pd
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    shutil.copy(photo_paths[0], folder / "here.png")
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    pd.DataFrame({"path": ["here.png", "later.png", "corrupt.jpg"]}).to_csv(folder / "m.csv", index=False)
+    out = tmp_path / "out"
+    args = ["--manifest", str(folder / "m.csv"), "--task", "caption"]
+    assert label(checkpoint("tiny")[0], out, *args) == 0
+    before = {Path(r["path"]).name: r for r in read_rows(out)}
+    assert before["later.png"]["error"].startswith("cannot read file")  # not there yet: a read error
+    assert before["corrupt.jpg"]["error"].startswith("cannot decode image")
+    shutil.copy(photo_paths[1], folder / "later.png")  # the file that was missing for a moment
+    assert label(checkpoint("tiny")[0], out, *args, "--resume") == 0  # plain --resume: errors stay errors
+    assert read_rows(out)[0]["image_id"] in {r["image_id"] for r in before.values()}
+    assert sum(r["error"] is not None for r in read_rows(out)) == 2
+    assert label(checkpoint("tiny")[0], out, *args, "--resume", "--retry-errors") == 0
+    after = {Path(r["path"]).name: r for r in read_rows(out)}
+    assert len(read_rows(out)) == 3  # still one row per input
+    assert after["later.png"]["error"] is None and after["later.png"]["text"]
+    assert after["corrupt.jpg"]["error"].startswith("cannot decode image")  # not retried by default
+    assert after["here.png"]["text"] == before["here.png"]["text"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["retried_errors"] == 1 and summary["inputs"] == 1

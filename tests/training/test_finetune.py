@@ -169,6 +169,8 @@ def test_add_lora_starts_from_the_pretrained_function(checkpoint):
     torch.testing.assert_close(before, after)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_finetune_job_runs_under_ray_train_and_writes_a_loadable_checkpoint(checkpoint, tmp_path):
     folder = checkpoint("tiny")[0]
     data = _dataset(tmp_path / "data", 4)

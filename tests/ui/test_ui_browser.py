@@ -41,6 +41,8 @@ ANSWER_TOKENS += [" <loc0368>", "<loc0662>", "<loc0563>", "<loc0783>", " eye", "
 ANSWER_TOKENS += [" <loc0767>", "<loc0540>", "<loc0904>", "<loc0662>", " nose", "<eos>"]
 ANSWER_LOGPROBS = [-0.05] * 5 + [-2.0] + [-0.2] * 5 + [-2.0] + [-0.6] * 5 + [-2.0] + [-0.3] * 5 + [-0.01]
 
+pytestmark = pytest.mark.browser
+
 
 def free_port() -> int:
     with socket.socket() as s:
