@@ -12,6 +12,7 @@ from decoders.loc_tokens import (
     loc_to_coord,
     parse_objects,
     parse_objects_with_report,
+    strip_end_tokens,
 )
 from decoders.masks import crop_to_box, mask_to_rle, paste_mask, paste_masks, rle_to_mask
 from decoders.scores import span_score, token_offsets, tokens_in_span
@@ -34,6 +35,7 @@ __all__ = [
     "paste_masks",
     "rle_to_mask",
     "span_score",
+    "strip_end_tokens",
     "token_offsets",
     "tokens_in_span",
 ]

@@ -115,6 +115,16 @@ def _check_label(label: str) -> None:
         raise ValueError(f"expected a label without ';', '<', '>' or outer spaces but got {label!r}")
 
 
+def strip_end_tokens(text: str | None) -> str:
+    """The generated text without the special tokens that trail it (`<eos>`, `<pad>`, `<end_of_turn>`, any other
+    `<...>` but `<loc>`/`<seg>`) and the spaces around them: generate keeps special tokens in its text, since
+    object answers are written in them."""
+    if text is None:
+        return ""
+    trailing = _TRAILING_SPECIALS.search(text)
+    return text[: trailing.start()] if trailing else text
+
+
 def parse_objects(
     text: str,
     width: int,
@@ -152,8 +162,7 @@ def parse_objects_with_report(
     report = ParseReport()
     if width <= 0 or height <= 0:
         raise ValueError(f"expected a positive image size but got width={width}, height={height}")
-    trailing = _TRAILING_SPECIALS.search(text)
-    body_end = trailing.start() if trailing else len(text)
+    body_end = len(strip_end_tokens(text))
     if not text[:body_end].strip():
         return report  # empty output (or only end tokens): no objects, nothing malformed
     start = 0

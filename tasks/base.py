@@ -19,9 +19,9 @@ from decoders import (
     mask_to_rle,
     parse_objects_with_report,
     paste_mask,
+    strip_end_tokens,
 )
 from decoders.scores import span_score
-from rows.text import strip_end_tokens
 from tasks.detections import Detections
 
 
@@ -112,10 +112,8 @@ class Task(Protocol):
     ) -> TextResult | ObjectsResult: ...
 
 
-class TextTask:
-    """Base of the tasks whose answer is text: the answer is the generated text without end tokens."""
-
-    kind: ClassVar[str] = "text"
+class _Reader:
+    """What TextTask and ObjectsTask share: `parse`'s signature (the Task protocol's), and a `read` per kind."""
 
     def parse(
         self,
@@ -126,11 +124,20 @@ class TextTask:
         tokens: Sequence[str] | None = None,
         logprobs: Sequence[float] | None = None,
         mask_decoder: MaskDecoder | None = None,
-    ) -> TextResult:
+    ) -> TextResult | ObjectsResult:
+        return self.read(text, width, height, tokens, logprobs, mask_decoder)
+
+
+class TextTask(_Reader):
+    """Base of the tasks whose answer is text: the answer is the generated text without end tokens."""
+
+    kind: ClassVar[str] = "text"
+
+    def read(self, text, width, height, tokens, logprobs, mask_decoder) -> TextResult:
         return parse_text(text, tokens, logprobs)
 
 
-class ObjectsTask:
+class ObjectsTask(_Reader):
     """Base of the tasks whose answer is a list of objects (`<loc>` boxes, optional `<seg>` codes, a label); those
     that ask for named classes (detect, segment) have a `classes` field.
 
@@ -141,16 +148,7 @@ class ObjectsTask:
     kind: ClassVar[str] = "objects"
     decodes_masks: ClassVar[bool] = True
 
-    def parse(
-        self,
-        text: str,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        tokens: Sequence[str] | None = None,
-        logprobs: Sequence[float] | None = None,
-        mask_decoder: MaskDecoder | None = None,
-    ) -> ObjectsResult:
+    def read(self, text, width, height, tokens, logprobs, mask_decoder) -> ObjectsResult:
         return parse_objects_result(
             text,
             width=width,

@@ -1,4 +1,5 @@
-"""Train the mask VQ-VAE (docs/FORMATS.md, "Masks") on the shapes' masks and save it in big_vision's `vae-oid.npz` layout.
+"""Train the mask VQ-VAE (docs/FORMATS.md, "Masks") on the shapes' masks and save it in big_vision's `vae-oid.npz`
+layout.
 
 The decoder is exactly `decoders.MaskDecoder` (its widths are fixed by the released checkpoint); the encoder is
 `decoders.MaskEncoder` with four stride-2 4x4 convs. Both share one codebook of 128 entries. Training is the

@@ -15,7 +15,7 @@ from pycocotools import mask as mask_utils
 
 from evals.coco import STAT_NAMES
 from jobs.evaluate import main
-from rows import rows_to_coco_results
+from rows import ROW_SCHEMA, rows_to_coco_results
 from rows.text import answer_text as clean_text
 from testing.coco import random_coco
 from tests.evals.test_coco import reference_stats
@@ -24,23 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 ROOT = Path(__file__).resolve().parents[2]
 
-MASK = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.string())])
-OBJECT = pa.struct([("label", pa.string()), ("box", pa.list_(pa.float64())), ("score", pa.float64()), ("mask", MASK)])
-SCHEMA = pa.schema(
-    [
-        ("image_id", pa.int64()),
-        ("path", pa.string()),
-        ("width", pa.int32()),
-        ("height", pa.int32()),
-        ("task", pa.string()),
-        ("prompt", pa.string()),
-        ("text", pa.string()),
-        ("objects", pa.list_(OBJECT)),
-        ("error", pa.string()),
-        ("model", pa.string()),
-        ("seconds", pa.float64()),
-    ]
-)
+SCHEMA = ROW_SCHEMA  # the one schema of the output rows
 
 
 def row(image_id, task, prompt, text="", objects=(), error=None, width=100, height=100, path=None) -> dict:
