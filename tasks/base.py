@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import numpy as np
 
@@ -88,32 +88,9 @@ class ObjectsResult:
         ]
 
 
-class Task(Protocol):
-    """A task: `prompt()` gives the model's prefix text, `parse(...)` reads what the model generated.
-
-    kind: "text" (caption, describe, answer, ocr) or "objects" (detect, segment, raw); object tasks also carry
-    the `classes` they asked for (empty for a raw prompt).
-    """
-
-    name: ClassVar[str]
-    kind: ClassVar[str]
-
-    def prompt(self) -> str: ...
-
-    def parse(
-        self,
-        text: str,
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        tokens: Sequence[str] | None = None,
-        logprobs: Sequence[float] | None = None,
-        mask_decoder: MaskDecoder | None = None,
-    ) -> TextResult | ObjectsResult: ...
-
-
 class _Reader:
-    """What TextTask and ObjectsTask share: `parse`'s signature (the Task protocol's), and a `read` per kind."""
+    """What every task shares: `parse(text, *, width, height, tokens, logprobs, mask_decoder)`, which reads what
+    the model generated into a typed result; each kind of answer has its own `read`."""
 
     def parse(
         self,
@@ -158,6 +135,12 @@ class ObjectsTask(_Reader):
             mask_decoder=mask_decoder if self.decodes_masks else None,
             classes=getattr(self, "classes", ()),
         )
+
+
+Task = TextTask | ObjectsTask
+"""A task: `prompt()` gives the model's prefix text, `parse(...)` reads what it generated; `name` says which task
+and `kind` whether its answer is text (caption, describe, answer, ocr) or objects (detect, segment, raw, the
+latter two with the `classes` they asked for, if any)."""
 
 
 def check_word(value: str, what: str) -> None:
