@@ -3,9 +3,9 @@ dataset files, the summary) over N synthetic rows, and of planning N inputs from
 
     python -m benchmarks.driver_memory [--rows 10000 100000 1000000]
 
-Each measurement runs in a fresh process (its peak resident set size, `ru_maxrss`, minus the same process's size
-after its imports), so the numbers are the driver's own. Rows are detect rows with 3 objects each, in parts of
-10,000 rows as the job writes them.
+Each measurement runs in a fresh process: for the exports its peak resident set size (`ru_maxrss`) next to the
+size it had after its imports, for the plan the growth over that size, so the numbers are the driver's own.
+Rows are detect rows with 3 objects each, in parts of 10,000 rows as the job writes them.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def child(kind: str, folder: str) -> None:
     """Runs in the measured process: imports first, then the work; prints JSON with the peak memory."""
     import numpy as np
 
+    from exports import coco
     from pipelines.config import LabelConfig
     from pipelines.finish import export_input
     from pipelines.output import OutputFolder
@@ -67,8 +68,6 @@ def child(kind: str, folder: str) -> None:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if kind == "export":
-        from exports import coco
-
         out = OutputFolder(folder)
         cfg = LabelConfig(checkpoint="m", output=folder)
         job = export_input(cfg, out, Source("folder", None), ["cat", "dog", "bird"])
@@ -80,7 +79,8 @@ def child(kind: str, folder: str) -> None:
         plan = plan_inputs(source, [from_prompt("caption en")], np.empty(0, np.int64), None)
         count = plan.inputs.num_rows
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": count, "extra_mib": (peak - base) / 1024, "seconds": time.perf_counter() - start}))
+    record = {"rows": count, "extra_mib": (peak - base) / 1024, "peak_mib": peak / 1024, "base_mib": base / 1024}
+    print(json.dumps(record | {"seconds": time.perf_counter() - start}))
 
 
 def measure(kind: str, folder: Path) -> dict:
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         child(*args.child)
         return
-    print(f"{'rows':>9} {'exports: extra MiB':>19} {'s':>6} {'plan: extra MiB':>16} {'bytes/input':>12} {'s':>6}")
+    head = f"{'rows':>9} {'exports: peak MiB':>18} {'(imports)':>10} {'s':>6} {'plan: extra MiB':>16}"
+    print(f"{head} {'bytes/input':>12} {'s':>6}")
     for rows in args.rows:
         tmp = Path(tempfile.mkdtemp(prefix="driver-memory-"))
         try:
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
             manifest(tmp, rows)
             plan = measure("plan", tmp)
             per_input = plan["extra_mib"] * 2**20 / rows
-            print(f"{rows:>9} {export['extra_mib']:>19.1f} {export['seconds']:>6.1f} {plan['extra_mib']:>16.1f} "
-                  f"{per_input:>12.0f} {plan['seconds']:>6.1f}")  # fmt: skip
+            print(f"{rows:>9} {export['peak_mib']:>18.1f} {export['base_mib']:>10.1f} {export['seconds']:>6.1f} "
+                  f"{plan['extra_mib']:>16.1f} {per_input:>12.0f} {plan['seconds']:>6.1f}")  # fmt: skip
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -23,6 +23,16 @@ def key_hashes(image_ids: Sequence[int], prompts: Sequence[str]) -> np.ndarray:
     return np.fromiter((key_hash(i, p) for i, p in zip(image_ids, prompts, strict=True)), np.int64, len(image_ids))
 
 
+def table_key_hashes(table, chunk: int = 65536) -> np.ndarray:
+    """key_hashes of an Arrow table's image_id and prompt columns, a chunk at a time (no Python list of a
+    million ids and prompts at once)."""
+    out = np.empty(table.num_rows, np.int64)
+    for start in range(0, table.num_rows, chunk):
+        part = table.slice(start, chunk)
+        out[start : start + part.num_rows] = key_hashes(part["image_id"].to_pylist(), part["prompt"].to_pylist())
+    return out
+
+
 class KeyIndex:
     """The expected keys of a run (sorted, unique) and which of them have been written."""
 

@@ -31,7 +31,7 @@ from exports.filters import ObjectFilter
 from pipelines.config import ConfigError, LabelConfig, Summary
 from pipelines.decode import prepare
 from pipelines.errors import KINDS
-from pipelines.keys import key_hashes
+from pipelines.keys import table_key_hashes
 from pipelines.output import OutputError, OutputFolder
 from pipelines.plan import Plan, job_tasks, load_source, plan_inputs, tasks_by_prompt
 from pipelines.replica import Replica
@@ -253,7 +253,7 @@ def missing_inputs(cfg: LabelConfig, source: Source, plan: Plan, tasks: list[Tas
         from pipelines.parquet_input import parquet_rows
 
         return parquet_rows(source, [t.prompt() for t in tasks], missing, cfg.limit)
-    hashes = key_hashes(plan.inputs["image_id"].to_pylist(), plan.inputs["prompt"].to_pylist())
+    hashes = table_key_hashes(plan.inputs)
     return plan.inputs.filter(pa.array(np.isin(hashes, missing))).to_pylist()
 
 

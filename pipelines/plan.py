@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.config import ConfigError, LabelConfig
-from pipelines.keys import key_hashes
+from pipelines.keys import table_key_hashes
 from pipelines.sources import Source, SourceError, coco_source, folder_source, manifest_source, parquet_source
 from tasks import Task, from_prompt, task_from_cli
 
@@ -130,7 +130,7 @@ def plan_inputs(source: Source, tasks: list[Task], done: np.ndarray, limit: int 
                 )
             )
     inputs = pa.concat_tables(parts).sort_by("_order").drop_columns(["_order"])
-    hashes = key_hashes(inputs["image_id"].to_pylist(), inputs["prompt"].to_pylist())
+    hashes = table_key_hashes(inputs)
     keep = ~np.isin(hashes, done)
     expected = np.unique(hashes)
     return Plan(inputs.filter(pa.array(keep)), expected, done, len(expected))

@@ -175,26 +175,23 @@ def manifest_source(manifest: str | os.PathLike) -> Source:
     _check("path" in columns, f"--manifest {manifest}: expected a 'path' column but got {', '.join(columns)}")
     _check(table.num_rows > 0, f"--manifest {manifest}: no rows")
     folder = _parent(loc)
-    raw_paths = table["path"].to_pylist()
-    prompts = table["prompt"].to_pylist() if "prompt" in columns else [None] * table.num_rows
-    given_ids = table["image_id"].to_pylist() if "image_id" in columns else [None] * table.num_rows
-    ids, paths = [], []
-    for i, (raw, given) in enumerate(zip(raw_paths, given_ids, strict=True)):
-        _check(isinstance(raw, str) and bool(raw), f"--manifest {manifest}: row {i} has no path")
-        if is_uri(raw) or os.path.isabs(raw):
-            paths.append(raw)
-        else:
-            paths.append(folder.join(*raw.split("/")).uri)
-        missing = given is None or (isinstance(given, float) and given != given)  # missing or NaN
-        ids.append(stable_image_id(posixpath.normpath(raw)) if missing else int(given))
-    prompts = [p if isinstance(p, str) and p.strip() else None for p in prompts]
-    table = _items(ids, paths, raw_paths, prompts)
-    keys = [(i, p) for i, p in zip(ids, prompts, strict=True)]
-    if len(set(keys)) != len(keys):
-        seen: set = set()
-        for n, key in enumerate(keys):
-            _check(key not in seen, f"--manifest {manifest}: image {key[0]} ({paths[n]}) appears twice with one prompt")
-            seen.add(key)
+    has_prompt, has_id = "prompt" in columns, "image_id" in columns
+    chunks = []
+    for start in range(0, table.num_rows, 65536):  # a chunk at a time: no Python lists of a million paths
+        part = table.slice(start, 65536)
+        raw_paths = part["path"].to_pylist()
+        prompts = part["prompt"].to_pylist() if has_prompt else [None] * part.num_rows
+        given_ids = part["image_id"].to_pylist() if has_id else [None] * part.num_rows
+        ids, paths = [], []
+        for i, (raw, given) in enumerate(zip(raw_paths, given_ids, strict=True)):
+            _check(isinstance(raw, str) and bool(raw), f"--manifest {manifest}: row {start + i} has no path")
+            paths.append(raw if is_uri(raw) or os.path.isabs(raw) else folder.join(*raw.split("/")).uri)
+            missing = given is None or (isinstance(given, float) and given != given)  # missing or NaN
+            ids.append(stable_image_id(posixpath.normpath(raw)) if missing else int(given))
+        prompts = [p if isinstance(p, str) and p.strip() else None for p in prompts]
+        chunks.append(_items(ids, paths, raw_paths, prompts))
+    table = pa.concat_tables(chunks)
+    _check_unique_keys(table, f"--manifest {manifest}")
     return Source("manifest", table)
 
 
@@ -240,6 +237,21 @@ def _items(ids: list[int], paths: list[str], names: list[str], prompts: list[str
         },
         schema=ITEM_SCHEMA,
     )
+
+
+def _check_unique_keys(table: pa.Table, where: str) -> None:
+    """An (image_id, prompt) pair may appear once in a manifest."""
+    from pipelines.keys import table_key_hashes
+
+    hashes = table_key_hashes(table)
+    if len(np.unique(hashes)) == len(hashes):
+        return
+    seen: dict[int, int] = {}
+    for n, h in enumerate(hashes.tolist()):
+        if h in seen:
+            row = table.slice(n, 1).to_pylist()[0]
+            raise SourceError(f"{where}: image {row['image_id']} ({row['path']}) appears twice with one prompt")
+        seen[h] = n
 
 
 def _check_unique(table: pa.Table, where: str) -> None:
