@@ -53,13 +53,14 @@ class KVCache:
     written in place: a prefill writes a row's prompt at positions 0..T-1, a decode step writes each row's new token
     at that row's own position. Shapes never change, so a compiled decode step (and a CUDA graph) can be replayed.
 
-    k, v: [layers, B, K, L, D].
+    k, v: one tensor [B, K, L, D] per layer. (Separate tensors, not slices of one: a compiled step then updates
+    each in place, where a write into a slice of a larger graph input makes inductor copy the whole of it.)
     """
 
     def __init__(self, num_layers: int, batch: int, num_kv_heads: int, max_len: int, head_dim: int, dtype, device):
-        shape = (num_layers, batch, num_kv_heads, max_len, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        shape = (batch, num_kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.batch, self.max_len = batch, max_len
         self.rows = torch.arange(batch, device=device)
 
@@ -68,14 +69,15 @@ class KVCache:
         T = k.shape[2]
         if self.max_len < T:
             raise IndexError(f"KV cache holds {self.max_len} positions, a prompt of {T} asked")
-        self.k[layer, slots, :, :T] = k
-        self.v[layer, slots, :, :T] = v
+        self.k[layer][slots, :, :T] = k
+        self.v[layer][slots, :, :T] = v
 
     def write_step(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """k/v [B, K, 1, D] of one new token per slot -> position `positions[b]` of slot b; returns every slot's
         keys and values [B, K, L, D] (positions a row has not written are hidden by the mask)."""
-        self.k[layer, self.rows, :, positions] = k[:, :, 0]
-        self.v[layer, self.rows, :, positions] = v[:, :, 0]
+        where = positions[:, None, None, None].expand_as(k)  # scatter along the position axis, in place
+        self.k[layer].scatter_(2, where, k)
+        self.v[layer].scatter_(2, where, v)
         return self.k[layer], self.v[layer]
 
 

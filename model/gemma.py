@@ -17,6 +17,14 @@ from .norm import RMSNorm
 from .rope import apply_rope
 
 
+def at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Position index[b] of each row b of x [B, T, ...] (or of a [B, H, T, D] table), kept as a length-1 axis."""
+    rows = torch.arange(x.shape[0], device=x.device)
+    if x.dim() == 4:  # [B, H, T, D] tables (rope) and masks [B, 1, T, S]
+        return x[rows, :, index][:, :, None]
+    return x[rows, index][:, None]
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: TextConfig, layer: int):
         super().__init__()
@@ -32,29 +40,31 @@ class SelfAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
         cache: CacheWrite | None,
-        last_only: bool,
+        last: torch.Tensor | None,
     ) -> torch.Tensor:
-        """x [B, T, C] -> [B, T, C], or [B, 1, C] for the last position only when `last_only`.
+        """x [B, T, C] -> [B, T, C], or [B, 1, C] with only position last[b] of each row when `last` is given.
 
-        `last_only` is for the top layer of a prefill: keys and values of every position go to the cache, but only
-        the last position feeds the next-token logits, so its query, output projection and MLP are all we need.
-        A prefill attends over its own keys (the cache is only written); a decode step attends over the cache.
+        `last` is for the top layer of a prefill: keys and values of every position go to the cache, but only each
+        row's last real position feeds the next-token logits, so its query, output projection and MLP are all we
+        need. A prefill attends over its own keys (the cache is only written); a decode step over the cache.
         """
         cfg = self.cfg
         B, T, _ = x.shape
-        xq = x[:, -1:] if last_only else x
         cos, sin = rope
+        xq, cos_q, sin_q = x, cos, sin
+        if last is not None:
+            xq, cos_q, sin_q = at(x, last), at(cos.expand(B, -1, -1, -1), last), at(sin.expand(B, -1, -1, -1), last)
         q = self.q_proj(xq).view(B, xq.shape[1], cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        q = apply_rope(q, cos[:, :, -q.shape[2] :], sin[:, :, -q.shape[2] :])
+        q = apply_rope(q, cos_q, sin_q)
         k = apply_rope(k, cos, sin)
         if cache is not None and cache.positions is None:
             cache.cache.write_prompt(self.layer, cache.slots, k, v)
         elif cache is not None:
             k, v = cache.cache.write_step(self.layer, cache.positions, k, v)
-        if mask is not None and last_only:
-            mask = mask[:, :, -1:]
+        if mask is not None and last is not None and mask.shape[2] > 1:
+            mask = at(mask.expand(B, -1, -1, -1), last)
         out = grouped_attention(q, k, v, mask, cfg.attention_scale, cfg.attn_logit_softcap)
         return self.o_proj(out.transpose(1, 2).reshape(B, q.shape[2], cfg.num_heads * cfg.head_dim))
 
@@ -90,10 +100,10 @@ class DecoderBlock(nn.Module):
             self.post_feedforward_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, rope, mask, cache, last_only=False):
-        attn = self.self_attn(self.input_layernorm(x), rope, mask, cache, last_only)
-        if last_only:
-            x = x[:, -1:]
+    def forward(self, x, rope, mask, cache, last=None):
+        attn = self.self_attn(self.input_layernorm(x), rope, mask, cache, last)
+        if last is not None:
+            x = at(x, last)
         if self.gemma2:
             x = x + self.post_attention_layernorm(attn)
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
@@ -121,14 +131,14 @@ class GemmaDecoder(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         masks: dict[str, torch.Tensor | None],
         cache: CacheWrite | None = None,
-        last_only: bool = False,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Embeddings [B, T, C] -> final-normed hidden states [B, T, C] ([B, 1, C] with `last_only`).
+        """Embeddings [B, T, C] -> final-normed hidden states [B, T, C] ([B, 1, C]: position last[b] per row).
 
         masks: {"full": ..., "sliding": ...}, each bool [B, 1, T, S] or None for "attend to everything".
         """
-        last = len(self.layers) - 1
+        top = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             mask = masks.get("sliding" if layer.sliding else "full")
-            x = layer(x, rope, mask, cache, last_only=last_only and i == last)
+            x = layer(x, rope, mask, cache, last=last if i == top else None)
         return self.norm(x)

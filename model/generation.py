@@ -211,8 +211,8 @@ class Engine:
             self.model._kv_cache = None  # free the old one before allocating
             cache = self.model.new_cache(slots, length)
             if self.compiled:
-                torch._dynamo.mark_static_address(cache.k)
-                torch._dynamo.mark_static_address(cache.v)
+                for tensor in (*cache.k, *cache.v):
+                    torch._dynamo.mark_static_address(tensor)
             self.model._kv_cache = cache
         return cache
 
@@ -249,12 +249,10 @@ class Engine:
 
         def record(slots: torch.Tensor, nxt: torch.Tensor, lp: torch.Tensor | None, alive: torch.Tensor) -> None:
             """Store this step's token of the given slots and retire the rows it ends."""
-            idx = steps[slots].clamp(max=self.max_new - 1)[:, None]
-            out_ids[slots] = out_ids[slots].scatter(1, idx, torch.where(alive[:, None], nxt[:, None],
-                                                                        out_ids[slots].gather(1, idx)))  # fmt: skip
+            idx = steps[slots].clamp(max=self.max_new - 1)
+            out_ids.index_put_((slots, idx), torch.where(alive, nxt, out_ids[slots, idx]))
             if lp is not None:
-                out_lp[slots] = out_lp[slots].scatter(1, idx, torch.where(alive[:, None], lp[:, None],
-                                                                          out_lp[slots].gather(1, idx)))  # fmt: skip
+                out_lp.index_put_((slots, idx), torch.where(alive, lp, out_lp[slots, idx]))
             steps[slots] += alive.long()
             ended = alive & (steps[slots] >= self.max_new)
             if self.stop_at_eos:
@@ -275,26 +273,36 @@ class Engine:
                     host = host.pin_memory()
                 out = self.model.image_features(host.to(dev, non_blocking=True))
                 features.update(zip(chunk, out, strict=True))
-            by_length: dict[int, list[tuple[int, int]]] = {}
-            for request, slot in zip(take, free, strict=False):
+            part: list[tuple[int, int]] = []
+            for request, slot in sorted(zip(take, free, strict=False), key=lambda rs: len(ids[rs[0]])):
                 owner[slot] = request
-                by_length.setdefault(len(ids[request]), []).append((request, slot))
-            for length, group in by_length.items():
-                rows = max(1, PREFILL_TOKENS // length)
-                for start in range(0, len(group), rows):
-                    part = group[start : start + rows]
-                    slots = torch.tensor([s for _, s in part], device=dev)
-                    prompt = torch.tensor([ids[r] for r, _ in part], device=dev)
-                    feats = torch.stack([features[image_of[r]] for r, _ in part])
-                    logits = self.model.prefill(prompt, feats, CacheWrite(cache, slots=slots))
-                    lengths[slots] = length
-                    steps[slots] = 0
-                    nxt, lp = self.pick(logits)
-                    record(slots, nxt, lp, torch.ones(len(part), dtype=torch.bool, device=dev))
-                    for r, _ in part:
-                        remaining_uses[image_of[r]] -= 1
-                        if remaining_uses[image_of[r]] == 0:
-                            del features[image_of[r]]  # every pair of this image is prefilled
+                # One prefill for prompts of similar lengths (right-padded, the padding masked): a prefill of many
+                # rows costs little more than of one; a new group starts when padding would exceed a quarter of
+                # the group's tokens or the group would pass PREFILL_TOKENS.
+                longest = len(ids[request])
+                if part and (longest * (len(part) + 1) > PREFILL_TOKENS or 4 * len(ids[part[0][0]]) < 3 * longest):
+                    prefill_group(part)
+                    part = []
+                part.append((request, slot))
+            if part:
+                prefill_group(part)
+
+        def prefill_group(part: list[tuple[int, int]]) -> None:
+            slots = torch.tensor([s for _, s in part], device=dev)
+            sizes = [len(ids[r]) for r, _ in part]
+            longest = max(sizes)
+            prompt = torch.tensor([ids[r] + [self.tok.pad_id] * (longest - len(ids[r])) for r, _ in part])
+            feats = torch.stack([features[image_of[r]] for r, _ in part])
+            padded = None if min(sizes) == longest else torch.tensor(sizes)
+            logits = self.model.prefill(prompt.to(dev), feats, CacheWrite(cache, slots=slots), padded)
+            lengths[slots] = torch.tensor(sizes, device=dev)
+            steps[slots] = 0
+            nxt, lp = self.pick(logits)
+            record(slots, nxt, lp, torch.ones(len(part), dtype=torch.bool, device=dev))
+            for r, _ in part:
+                remaining_uses[image_of[r]] -= 1
+                if remaining_uses[image_of[r]] == 0:
+                    del features[image_of[r]]  # every pair of this image is prefilled
 
         def collect() -> None:
             """Hand finished rows to their requests and free their slots."""

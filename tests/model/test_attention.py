@@ -52,10 +52,10 @@ def test_grouped_attention_equals_repeated_heads(heads, kv_heads, q_len, softcap
 
 def test_cache_writes_prompts_and_steps_in_place_at_each_slots_own_position():
     cache = KVCache(num_layers=2, batch=3, num_kv_heads=1, max_len=5, head_dim=2, dtype=torch.float32, device="cpu")
-    storage = cache.k.data_ptr()
+    storage = cache.k[1].data_ptr()
     cache.write_prompt(1, T([2, 0]), torch.ones(2, 1, 3, 2), torch.ones(2, 1, 3, 2))  # two prompts of 3 tokens
     k, _ = cache.write_step(1, T([3, 0, 4]), 2 * torch.ones(3, 1, 1, 2), torch.ones(3, 1, 1, 2))
-    assert k.shape == (3, 1, 5, 2) and cache.k.data_ptr() == storage
+    assert k.shape == (3, 1, 5, 2) and cache.k[1].data_ptr() == storage
     assert k[:, 0, :, 0].tolist() == [[1, 1, 1, 2, 0], [2, 0, 0, 0, 0], [1, 1, 1, 0, 2]]
     assert cache.k[0].abs().sum() == 0  # layer 0 untouched
     with pytest.raises(IndexError, match="5 positions"):
