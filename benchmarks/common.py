@@ -6,6 +6,7 @@ that folder; the tests prove both read the same weights alike, so the benchmark 
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from pathlib import Path
 
@@ -66,5 +67,12 @@ def random_model(config: PaliGemmaConfig | str, dtype: torch.dtype = torch.float
     return model.eval()
 
 
-def random_checkpoint(folder: str | Path, size: str, dtype: torch.dtype = torch.float32) -> Path:
-    return save_pretrained(random_model(size, dtype), folder)
+def random_checkpoint(
+    folder: str | Path, size: PaliGemmaConfig | str, dtype: torch.dtype = torch.float32, image_size: int | None = None
+) -> Path:
+    """Random weights of a named size saved as a checkpoint; `image_size` changes only the resolution (448 and 896
+    px are the same network with more image tokens)."""
+    config = NAMED_SIZES[size] if isinstance(size, str) else size
+    if image_size is not None:
+        config = dataclasses.replace(config, vision=dataclasses.replace(config.vision, image_size=image_size))
+    return save_pretrained(random_model(config, dtype), folder)

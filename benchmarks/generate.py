@@ -155,7 +155,7 @@ def bench(ours, hf, args, workload: str, batch: int, images, prompts, stop_at_eo
     tokens = sum(len(r) for r in results["ours"])
     return Row(
         workload=workload,
-        size=args.size if workload == "fixed" and args.checkpoint is None else Path(args.folder).name,
+        size=model_name(args, workload),
         device=device_name(device),
         dtype=str(ours.dtype).removeprefix("torch."),
         batch=batch,
@@ -171,6 +171,12 @@ def bench(ours, hf, args, workload: str, batch: int, images, prompts, stop_at_eo
         same_tokens=results["ours"] == results["hf"],
         compile_s=round(compile_s, 1),
     )
+
+
+def model_name(args, workload: str) -> str:
+    if workload == "mixed" or args.checkpoint is not None:
+        return Path(args.folder).name
+    return f"{args.size}@{args.image_size}" if args.image_size else args.size
 
 
 def load_pair(args, folder: Path):
@@ -198,6 +204,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--workload", choices=("fixed", "mixed"), default="fixed")
     p.add_argument("--size", default="mid", choices=sorted(NAMED_SIZES), help="random weights of a named size")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint folder instead of random weights")
+    p.add_argument("--image-size", type=int, help="random weights at this resolution (448, 896) instead of 224 px")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch (fixed) or rows in flight (mixed)")
     p.add_argument("--prompt", default="caption en", help="fixed workload: the prompt of every row")
     p.add_argument("--new-tokens", type=int, default=32, help="fixed workload: tokens every row generates")
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             folder = ROOT / "checkpoints" / "paligemma-shapes"
         if folder is None:
             folder = Path(tmp)
-            random_checkpoint(folder, args.size, dtype=resolve_dtype(args.dtype))
+            random_checkpoint(folder, args.size, dtype=resolve_dtype(args.dtype), image_size=args.image_size)
         args.folder = folder
         ours, hf, _ = load_pair(args, folder)
         rows = []
@@ -230,13 +237,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
             compile_s = compile_warmup(ours, images, prompts, b, args.new_tokens if not stop else 128)
             rows.append(bench(ours, hf, args, args.workload, b, images, prompts, stop, compile_s))
 
-    header = f"{'workload':>8} {'model':>8} {'device':>28} {'dtype':>8} {'batch':>5} {'compiled':>8} "
+    header = f"{'workload':>8} {'model':>12} {'device':>28} {'dtype':>8} {'batch':>5} {'compiled':>8} "
     header += f"{'ours img/s':>10} {'hf img/s':>9} {'ours tok/s':>10} {'hf tok/s':>9} {'speedup':>7} {'same':>5} "
     header += f"{'compile s':>9}"
     print(header)
     for r in rows:
         print(
-            f"{r.workload:>8} {r.size[:8]:>8} {r.device[:28]:>28} {r.dtype:>8} {r.batch:>5} {str(r.compiled):>8} "
+            f"{r.workload:>8} {r.size[:12]:>12} {r.device[:28]:>28} {r.dtype:>8} {r.batch:>5} {str(r.compiled):>8} "
             f"{r.ours_images_per_s:>10} {r.transformers_images_per_s:>9} {r.ours_tokens_per_s:>10} "
             f"{r.transformers_tokens_per_s:>9} {r.speedup:>6}x {str(r.same_tokens):>5} {r.compile_s:>9}"
         )

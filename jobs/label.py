@@ -20,8 +20,8 @@ coco_results.json and coco_dataset.json for detect/segment, exports/FORMAT/ for 
 summary.json, run.json. An unreadable image becomes a row with `error` set and the job goes on; an input that
 kills its replica every time is set aside as an error row after --retries tries. Ctrl-C (or SIGTERM) saves the
 rows so far and says how to go on. Exit status: 0 when something was labeled (or everything was already done),
-1 when every input failed, 2 for a configuration error (arguments, checkpoint, output folder), 130/143 when
-interrupted.
+1 when every input failed (on --resume: every row of the output, earlier sittings' included), 2 for a
+configuration error (arguments, checkpoint, output folder), 130/143 when interrupted.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ def run(cfg, argv: list[str] | None = None, replica_class=None):
         print(f"error: the labeling job failed: {type(e).__name__}: {e}", file=sys.stderr)
         return None, 1
     print(summary.line(), flush=True)
-    if summary.inputs and summary.errors == summary.inputs:
+    if summary.inputs and summary.errors == summary.inputs and summary.total_errors == summary.total_rows:
         print("error: every input failed (see the error column)", file=sys.stderr)
         return summary, 1
     return summary, 0

@@ -49,7 +49,6 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
 
     from tasks import from_prompt
 
@@ -70,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(args)
     except UsageError as e:
         return fail(str(e))
-    torch.set_grad_enabled(False)
     decoder = None
     if args.vae:
         from decoders import MaskDecoder

@@ -2,10 +2,10 @@
 
 The loop keeps the two things nano-vllm keeps apart:
 
-- **Scheduling** (`Engine.run`): which requests run. Waiting requests are admitted into free cache slots,
-  prefilled in groups of equal prompt length (no padding, so no mask), their images through the vision tower
-  once per distinct image. Finished rows are collected and their slots handed to the next requests, so a batch
-  never waits for its longest answer.
+- **Scheduling** (`Engine.run`): which requests run. Waiting requests are admitted into free cache slots a
+  group at a time (once a quarter of the slots are free), prefilled in groups of similar prompt length
+  (right-padded, the padding masked), their images through the vision tower once per distinct image. Finished
+  rows are collected and their slots handed to the next requests, so a batch never waits for its longest answer.
 - **The step** (`PaliGemma.decode_step`): one token for every slot, at each slot's own position, on a cache of
   fixed shape, with no host synchronization. It is what `compile=True` compiles; end-of-sequence and finished
   rows are looked at between steps (every step on a CPU, where that costs nothing; every few steps on a GPU,
@@ -17,12 +17,13 @@ get alone (greedy decoding), whatever else is in flight.
 
 from __future__ import annotations
 
-import hashlib
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import torch
 
 from .attention import CacheWrite, KVCache
@@ -95,6 +96,9 @@ LENGTH_BUCKET = 64
 # A prefill runs at most this many tokens at once (rows x prompt length): enough for full matrix products, and a
 # bound on activation memory however many rows are admitted together (a 896-px prompt is about 4,100 tokens).
 PREFILL_TOKENS = 16384
+# Finished rows' slots are refilled once this share of the slots is free (or nothing else waits): prefilling a few
+# rows together costs little more than one, while a free slot decodes nothing.
+ADMIT_FREE = 0.25
 
 
 def rows_that_fit(model: Decoder, prompt_tokens: int, max_new_tokens: int, share: float = 0.5) -> int:
@@ -162,18 +166,27 @@ def distinct_images(processor: ImageProcessor, images: list) -> tuple[torch.Tens
 
     Pairs that share an image (several prompts about one picture, as `--per-class` asks) share its pixels, and
     so its pass through the vision tower. Only the tower's output can be shared: the prompt is attended
-    bidirectionally with the image tokens, so their keys and values depend on the prompt.
+    bidirectionally with the image tokens, so their keys and values depend on the prompt. The same object is
+    recognized at once; equal copies (the label job decodes each row's image on its own) by a checksum of the
+    resized bytes, confirmed byte for byte.
     """
-    unique: dict[str, int] = {}
-    tensors, image_of = [], []
+    by_object: dict[int, int] = {}
+    by_checksum: dict[int, list[int]] = {}
+    resized: list[np.ndarray] = []
+    image_of = []
     for image in images:
-        x = processor([image])[0]
-        key = hashlib.blake2b(x.numpy().tobytes(), digest_size=16).hexdigest()
-        if key not in unique:
-            unique[key] = len(tensors)
-            tensors.append(x)
-        image_of.append(unique[key])
-    return torch.stack(tensors), image_of
+        index = by_object.get(id(image))
+        if index is None:
+            pixels = processor.resized(image)
+            candidates = by_checksum.setdefault(zlib.crc32(np.ascontiguousarray(pixels)), [])
+            index = next((i for i in candidates if np.array_equal(resized[i], pixels)), None)
+            if index is None:
+                index = len(resized)
+                resized.append(pixels)
+                candidates.append(index)
+            by_object[id(image)] = index
+        image_of.append(index)
+    return torch.stack([processor.normalize(p) for p in resized]), image_of
 
 
 class Engine:
@@ -337,7 +350,7 @@ class Engine:
             running = n_slots - free
             # Admit in groups rather than one row at a time (a prefill of many rows costs little more than of
             # one), unless nothing runs or every waiting request fits now.
-            if waiting and free and (running == 0 or free >= max(1, n_slots // 4) or len(waiting) <= free):
+            if waiting and free and (running == 0 or free >= ADMIT_FREE * n_slots or len(waiting) <= free):
                 admit()
                 collect()  # rows that ended at their first token
             if not any(o is not None for o in owner):

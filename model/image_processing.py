@@ -69,18 +69,37 @@ class ImageProcessor:
         return torch.stack([self.one(im) for im in images])
 
     def one(self, image: Image.Image | np.ndarray) -> torch.Tensor:
-        """One image; a uint8 array already at the model's size (what the label job's decode stage sends) skips
-        PIL altogether."""
+        return self.normalize(self.resized(image))
+
+    def resized(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """The image as uint8 [size, size, 3]: RGB, bicubic-resized. A uint8 array already at the model's size
+        (what the label job's decode stage sends) is returned as it is."""
         if isinstance(image, np.ndarray) and image.shape == (self.size, self.size, 3) and image.dtype == np.uint8:
-            pixels = image.astype(np.float32)
-        else:
-            if isinstance(image, np.ndarray):
-                image = Image.fromarray(image)
-            image = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC)
-            pixels = np.asarray(image, dtype=np.float32)
-        x = torch.from_numpy(pixels * self.rescale_factor)
-        x = (x - torch.tensor(self.mean)) / torch.tensor(self.std)
-        return x.permute(2, 0, 1).contiguous()
+            return image
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        return np.asarray(image.convert("RGB").resize((self.size, self.size), Image.Resampling.BICUBIC))
+
+    def normalize(self, pixels: np.ndarray) -> torch.Tensor:
+        """uint8 [size, size, 3] -> float32 [3, size, size], each value looked up in a 256-entry table per channel.
+
+        The table holds (v * rescale_factor - mean) / std computed in float32 for every byte v, exactly the values
+        the formula gives pixel by pixel, at a third of the cost: a batch of small images spends more time here
+        than in the vision tower of a small model.
+        """
+        table = self._table()
+        out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
+        for c in range(3):
+            np.take(table[c], pixels[:, :, c], out=out[c])
+        return torch.from_numpy(out)
+
+    def _table(self) -> np.ndarray:
+        table = self.__dict__.get("_lookup")
+        if table is None:
+            values = torch.from_numpy(np.arange(256, dtype=np.float32)[:, None] * self.rescale_factor)
+            table = ((values - torch.tensor(self.mean)) / torch.tensor(self.std)).T.contiguous().numpy()  # [3, 256]
+            object.__setattr__(self, "_lookup", table)  # a cache on a frozen dataclass
+        return table
 
 
 def load_image(path: str | Path) -> Image.Image:

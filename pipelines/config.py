@@ -64,6 +64,7 @@ class Summary:
     seconds: float
     images_per_s: float
     total_rows: int  # rows in the output folder, all runs
+    total_errors: int = 0  # error rows in the output folder, all runs
     duplicates_dropped: int = 0
     isolated: int = 0  # inputs a replica died on every time, written as error rows
     retried_errors: int = 0  # error rows of earlier runs labeled again (--retry-errors)

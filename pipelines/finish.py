@@ -80,6 +80,7 @@ def finish(cfg: LabelConfig, out: OutputFolder, source: Source, tasks: list[Task
     from exports import coco
 
     summary.total_rows = out.parts.count()
+    summary.total_errors = out.parts.error_count()
     summary.files["predictions"] = out.parts.folder.uri
     classes = object_classes(tasks, out)
     if classes:

@@ -151,10 +151,12 @@ def cpus_per_replica(cfg: LabelConfig, cluster_cpus: float) -> float:
     return max(0.1, min(1.0, (cluster_cpus - 1) / cfg.replicas))
 
 
-# Memory a decode task reserves: a 24-megapixel photo decoded to RGB, plus the copy EXIF rotation makes. It also
-# keeps Ray Data from fusing the decode stage into the replicas' actor pool (it fuses maps whose remote args match,
-# e.g. 0.5 CPU each on a 2-CPU machine), which would decode inside the model actor and leave a GPU idle meanwhile.
-DECODE_MEMORY = 256 * 2**20
+# Memory a decode task reserves: its worker process (the interpreter and its imports, about 250 MiB measured), a
+# 24-megapixel photo decoded to RGB and the copy EXIF rotation makes. (Ray Data warns when a worker's measured
+# memory passes the reservation; at 256 MiB the worker's own baseline did.) It also keeps Ray Data from fusing the
+# decode stage into the replicas' actor pool (it fuses maps whose remote args match, e.g. 0.5 CPU each on a 2-CPU
+# machine), which would decode inside the model actor and leave a GPU idle meanwhile.
+DECODE_MEMORY = 512 * 2**20
 
 
 def input_blocks(inputs: pa.Table, batch_size: int, replicas: int) -> list[pa.Table]:

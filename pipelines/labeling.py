@@ -60,12 +60,12 @@ def label_batch(
     paths = list(paths) if paths is not None else [""] * n
     sizes = list(sizes) if sizes is not None else [_size(im) for im in images]
     prompts = [t.prompt() for t in tasks]
-    parsed: dict[int, Future] = {}
+    parsed: dict[int, tuple[Generation, Future]] = {}
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as parser:
 
         def read(i: int, gen: Generation) -> None:  # runs while the other rows are still being generated
-            parsed[i] = parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
+            parsed[i] = gen, parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
 
         options = dict(generate_options)
         if isinstance(model, PaliGemma) or getattr(model, "streams_results", False):
@@ -93,9 +93,10 @@ def label_batch(
                 out.append(Labeled(row, None, None))
                 continue
             row["text"], row["seconds"] = gen.text, seconds
-            result = (
-                parsed[i] if i in parsed else parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
-            ).result()
+            early = parsed.get(i)
+            if early is None or early[0] is not gen:  # not streamed, or not the generation returned
+                early = gen, parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
+            result = early[1].result()
             if isinstance(result, str):
                 row["error"] = result
                 out.append(Labeled(row, None, gen))

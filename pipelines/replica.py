@@ -49,7 +49,6 @@ class Replica:
             threads = max(1, (os.cpu_count() or 1) // -threads)
         if threads:
             torch.set_num_threads(threads)
-        torch.set_grad_enabled(False)
         self.backend = BACKENDS[backend](checkpoint, dtype, device, **({"compile": True} if compile else {}))
         model = getattr(self.backend, "model", None)
         if in_flight is None and hasattr(model, "new_cache"):  # ours: as many rows as the device's memory holds

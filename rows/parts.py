@@ -89,6 +89,10 @@ class PartStore:
                 total += pq.ParquetFile(f).metadata.num_rows
         return total
 
+    def error_count(self) -> int:
+        """Committed rows whose error is set (reads the error column only)."""
+        return sum(t.num_rows - t.column("error").null_count for t in self.iter_tables(["error"]))
+
     # ---- writing -----------------------------------------------------------------------------------------------
 
     def prepare(self) -> None:

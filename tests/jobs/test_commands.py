@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +107,4 @@ def test_single_image_command_lists_objects_with_scores_and_draws_them(
     assert "score 0.607" in dog  # exp(-0.5): the separator's token is not part of either object
     drawn, original = Image.open(out).convert("RGB"), Image.open(photo_paths[1]).convert("RGB")
     assert drawn.size == original.size and drawn.tobytes() != original.tobytes()
+    assert torch.is_grad_enabled()  # the command leaves autograd on for whatever runs next in this process

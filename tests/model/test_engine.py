@@ -56,8 +56,8 @@ def test_an_image_shared_by_prompts_goes_through_the_tower_once(checkpoint, phot
     seen = []
     original = model.image_features
     monkeypatch.setattr(model, "image_features", lambda px: seen.append(len(px)) or original(px))
-    copies = [photos[0].copy() for _ in range(3)] + [photos[1]]  # equal pixels, distinct objects
-    model.generate(copies, ["detect cat", "detect dog", "caption en", "ocr"], max_new_tokens=3)
+    copies = [photos[0].copy() for _ in range(3)] + [photos[1]] * 2  # equal pixels in distinct objects; one object
+    model.generate(copies, ["detect cat", "detect dog", "caption en", "ocr", "caption en"], max_new_tokens=3)
     assert sum(seen) == 2
 
 

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from PIL import Image
 
 from pipelines.decode import ImageDecodeError, decode_image, prepare
@@ -212,6 +213,7 @@ def test_replica_rows_match_plain_generate_for_both_backends(backend, checkpoint
     assert [r["task"] for r in rows[:-1]] == ["detect", "caption", "segment", "raw"]
     assert rows[-1]["error"].startswith("cannot read file") and rows[-1]["text"] == ""
     assert all(r["error"] is None and r["seconds"] > 0 and r["model"] == folder.name for r in rows[:-1])
+    assert torch.is_grad_enabled()  # a replica in this process leaves autograd as it found it (training may follow)
 
 
 class FakeSegmenter:

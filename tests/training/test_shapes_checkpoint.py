@@ -1,10 +1,8 @@
-"""The bundled demo checkpoint: complete, small, loadable by transformers alike, and better than guessing.
+"""The bundled demo checkpoint: complete, small, loadable by transformers alike, and seeing what it was taught.
 
-The model is weak (its card reports what 30 CPU-minutes of training reached: it counts objects and knows some
-colours and classes, but does not localize), so the floors below check what it does learn, on held-out images:
-that the number of objects it writes follows the image, that its labels name shapes that are there, and that
-its answers keep the formats it was trained on. They catch a broken checkpoint or a broken code
-path (tokenizer, preprocessing, decoding, masks), not the noise of a few images.
+The floors below are what the bundled model reaches on 24 held-out scenes (a seed never used in training), minus
+a margin for the noise of so few images; they are far above what a model that stops seeing gets (a constant
+answer, or a broken tokenizer, preprocessing, decoder or mask path). The model card reports the full benchmark.
 """
 
 from __future__ import annotations
@@ -17,9 +15,10 @@ import pytest
 import torch
 
 from decoders import MaskDecoder
+from evals.refseg import box_iou, mask_iou
 from model import PaliGemma
 from tasks import get_task
-from training.shapes import CLASSES, SIZE, draw_scene
+from training.shapes import CLASSES, SIZE, caption_text, count_question, draw_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 CKPT = ROOT / "checkpoints" / "paligemma-shapes"
@@ -64,36 +63,66 @@ def test_bundled_checkpoint_gives_transformers_logits(model, scenes):
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
-def test_bundled_checkpoint_writes_as_many_objects_as_the_image_holds(model, scenes):
+def test_bundled_checkpoint_finds_the_objects(measured):
+    """Objects found at IoU >= 0.5 with the right class (recall) and answers that are such objects (precision)."""
+    hits, written, present = measured["detect"]
+    assert hits / present >= FLOORS["detect_recall"], (hits, present)
+    assert hits / max(written, 1) >= FLOORS["detect_precision"], (hits, written)
+
+
+def test_bundled_checkpoint_counts_and_captions(measured):
+    assert measured["count"] >= FLOORS["count"], measured["count"]
+    assert measured["caption"] >= FLOORS["caption"], measured["caption"]
+
+
+def test_bundled_segment_answers_decode_to_masks_on_the_object(measured):
+    assert measured["segment_iou"] >= FLOORS["segment_iou"]
+
+
+# What the bundled model measured on these 24 scenes (`skills` below): detect recall 0.647 and precision 0.677,
+# counting 0.958, caption 0.500, segment IoU 0.793. The floors leave a margin (another CPU's rounding can flip a
+# greedy token); the previous checkpoint, which did not localize, scored about 0.06, 0.50, 0.09 and 0.09 on these
+# skills in its benchmark.
+FLOORS = {"detect_recall": 0.5, "detect_precision": 0.5, "count": 0.8, "caption": 0.35, "segment_iou": 0.6}
+
+
+@pytest.fixture(scope="module")
+def measured(model, scenes) -> dict:
+    return skills(model, scenes)
+
+
+def skills(model: PaliGemma, scenes) -> dict:
+    """Each skill on the scenes, from one batched generation: detection (hits, objects written, objects present),
+    counting and caption exact-match rates, mean mask IoU of `segment <class>`."""
+    images = [im for im, _ in scenes]
     detect = get_task("detect", classes=list(CLASSES))
-    gens = model.generate([im for im, _ in scenes], [detect.prompt()] * len(scenes), max_new_tokens=48)
-    found, truth, present = [], [], []
-    for (_, shapes), text in zip(scenes, gens, strict=True):
-        objects = detect.parse(text, width=SIZE, height=SIZE).objects
-        found.append(len(objects))
-        truth.append(len(shapes))
-        present += [o.label in {s.kind for s in shapes} for o in objects]
-    assert np.corrcoef(found, truth)[0, 1] >= 0.5, (found, truth)
-    assert np.mean(present) >= 0.5  # labels of shapes that are in the image more often than not
-
-
-def test_bundled_checkpoint_answers_counts_with_a_digit_and_captions_with_shapes(model, scenes):
-    kinds = [shapes[0].kind for _, shapes in scenes[:8]]
-    answers = model.generate([im for im, _ in scenes[:8]], [f"answer en how many {k}s are there?" for k in kinds], 3)
-    assert all(a.strip() in {"0", "1", "2", "3", "4"} for a in answers), answers
-    captions = model.generate([im for im, _ in scenes[:8]], ["caption en"] * 8, max_new_tokens=40)
-    for caption in captions:
-        words = [part.split(" ") for part in caption.strip().split(", ")]
-        assert words and all(len(w) == 2 and w[1] in CLASSES for w in words), caption
-
-
-def test_bundled_segment_answers_decode_to_masks(model, scenes):
     decoder = MaskDecoder.from_npz(CKPT / "vae.npz")
-    image, shapes = scenes[1]
-    task = get_task("segment", classes=[shapes[0].kind])
-    (text,) = model.generate([image], [task.prompt()], max_new_tokens=96)
-    result = task.parse(text, width=SIZE, height=SIZE, mask_decoder=decoder)
-    assert result.objects and all(m is not None and m.shape == (SIZE, SIZE) and m.any() for m in result.masks)
+    kinds = [shapes[0].kind for _, shapes in scenes]
+    prompts = [detect.prompt()] * len(scenes) + [count_question(k) for k in kinds] + ["caption en"] * len(scenes)
+    prompts += [f"segment {k}" for k in kinds]
+    texts = model.generate(images * 4, prompts, max_new_tokens=96, batch_size=32)
+    n = len(scenes)
+    hits = written = present = 0
+    for (_, shapes), text in zip(scenes, texts[:n], strict=True):
+        objects = detect.parse(text, width=SIZE, height=SIZE).objects
+        written, present = written + len(objects), present + len(shapes)
+        free = list(shapes)
+        for o in objects:
+            match = next((s for s in free if s.kind == o.label and box_iou(o.box, s.box) >= 0.5), None)
+            if match is not None:
+                hits += 1
+                free.remove(match)
+    counts = [a.strip() == str(sum(s.kind == k for s in shapes)) for (_, shapes), k, a in
+              zip(scenes, kinds, texts[n : 2 * n], strict=True)]  # fmt: skip
+    captions = [a.strip() == caption_text(shapes) for (_, shapes), a in zip(scenes, texts[2 * n : 3 * n], strict=True)]
+    ious = []
+    for (_, shapes), k, text in zip(scenes, kinds, texts[3 * n :], strict=True):
+        result = get_task("segment", classes=[k]).parse(text, width=SIZE, height=SIZE, mask_decoder=decoder)
+        masks = [m for m in result.masks if m is not None]
+        truth = np.any([s.mask for s in shapes if s.kind == k], axis=0)
+        ious.append(mask_iou(np.any(masks, axis=0), truth) if masks else 0.0)
+    return {"detect": (hits, written, present), "count": float(np.mean(counts)), "caption": float(np.mean(captions)),
+            "segment_iou": float(np.mean(ious))}  # fmt: skip
 
 
 def test_bundled_card_reports_the_benchmark_it_was_measured_with():

@@ -100,6 +100,7 @@ def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
+    sync_api.expect.set_options(timeout=30_000)  # an answer on a busy 2-core machine can take longer than 5 s
     outside: list[str] = []
     page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else outside.append(r.url))
     page.goto(server)
