@@ -231,7 +231,7 @@ def run(cfg, argv: list[str] | None = None, replica_class=None):
         print(f"error: the labeling job failed: {type(e).__name__}: {e}", file=sys.stderr)
         return None, 1
     print(summary.line(), flush=True)
-    if summary.inputs and summary.errors == summary.inputs and summary.total_errors == summary.total_rows:
+    if summary.inputs and summary.total_errors == summary.total_rows:  # this sitting's rows are in the output
         print("error: every input failed (see the error column)", file=sys.stderr)
         return summary, 1
     return summary, 0

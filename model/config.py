@@ -261,8 +261,8 @@ def _first(x: int | list[int]) -> int:
     return x[0] if isinstance(x, list) else x
 
 
-def _gemma2_layers(n: int) -> tuple[str, ...]:
-    # Gemma 2 alternates local and global attention, starting with a sliding-window layer.
+def gemma2_layer_types(n: int) -> tuple[str, ...]:
+    """Gemma 2 alternates local and global attention, starting with a sliding-window layer."""
     return tuple("sliding" if i % 2 == 0 else "full" for i in range(n))
 
 
@@ -285,7 +285,7 @@ SIZES: dict[str, PaliGemmaConfig] = {
             attn_logit_softcap=50.0,
             final_logit_softcap=30.0,
             sliding_window=4096,
-            layer_types=_gemma2_layers(26),
+            layer_types=gemma2_layer_types(26),
         ),
         projection_dim=2304,
     ),

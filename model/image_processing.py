@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,19 +88,17 @@ class ImageProcessor:
         the formula gives pixel by pixel, at a third of the cost: a batch of small images spends more time here
         than in the vision tower of a small model.
         """
-        table = self._table()
+        table = self._lookup
         out = np.empty((3, *pixels.shape[:2]), dtype=np.float32)
         for c in range(3):
             np.take(table[c], pixels[:, :, c], out=out[c])
         return torch.from_numpy(out)
 
-    def _table(self) -> np.ndarray:
-        table = self.__dict__.get("_lookup")
-        if table is None:
-            values = torch.from_numpy(np.arange(256, dtype=np.float32)[:, None] * self.rescale_factor)
-            table = ((values - torch.tensor(self.mean)) / torch.tensor(self.std)).T.contiguous().numpy()  # [3, 256]
-            object.__setattr__(self, "_lookup", table)  # a cache on a frozen dataclass
-        return table
+    @cached_property
+    def _lookup(self) -> np.ndarray:
+        """float32 [3, 256]: the normalized value of every byte, per channel."""
+        values = torch.from_numpy(np.arange(256, dtype=np.float32)[:, None] * self.rescale_factor)
+        return ((values - torch.tensor(self.mean)) / torch.tensor(self.std)).T.contiguous().numpy()
 
 
 def load_image(path: str | Path) -> Image.Image:

@@ -79,8 +79,7 @@ def read_row_image(row: Row) -> bytes:
 def finish(cfg: LabelConfig, out: OutputFolder, source: Source, tasks: list[Task], summary: Summary, log) -> None:
     from exports import coco
 
-    summary.total_rows = out.parts.count()
-    summary.total_errors = out.parts.error_count()
+    summary.total_rows, summary.total_errors = out.parts.tally()
     summary.files["predictions"] = out.parts.folder.uri
     classes = object_classes(tasks, out)
     if classes:

@@ -89,9 +89,13 @@ class PartStore:
                 total += pq.ParquetFile(f).metadata.num_rows
         return total
 
-    def error_count(self) -> int:
-        """Committed rows whose error is set (reads the error column only)."""
-        return sum(t.num_rows - t.column("error").null_count for t in self.iter_tables(["error"]))
+    def tally(self) -> tuple[int, int]:
+        """(committed rows, those whose error is set), in one pass that reads the error column only."""
+        rows = errors = 0
+        for table in self.iter_tables(["error"]):
+            rows += table.num_rows
+            errors += table.num_rows - table.column("error").null_count
+        return rows, errors
 
     # ---- writing -----------------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ so the number of image tokens sets the pace (196 tokens, 16 px patches, train ab
 
 from __future__ import annotations
 
-from model.config import PaliGemmaConfig, TextConfig, VisionConfig
+from model.config import PaliGemmaConfig, TextConfig, VisionConfig, gemma2_layer_types
 from model.image_processing import ImageProcessor
 from model.paligemma import PaliGemma
 from model.tokenizer import PromptTokenizer
@@ -18,10 +18,6 @@ from .vocab import WORDS, build_tokenizer
 # The small vocabulary of training/vocab.py: 768 text ids, then 1024 <loc>, 128 <seg>, <image>. (The released
 # checkpoints use the real layout: <loc0000> = 256000, <image> = 257152, vocabulary 257216.)
 SMALL_VOCAB, SMALL_IMAGE_ID = 1984, 1920
-
-
-def _gemma2_layers(n: int) -> tuple[str, ...]:
-    return tuple("sliding" if i % 2 == 0 else "full" for i in range(n))
 
 
 # Whole-word tokens for the shapes prompts and answers; OCR words (A-Z, 2-9) stay single characters.
@@ -63,7 +59,7 @@ SMALL_SIZES: dict[str, PaliGemmaConfig] = {
             attn_logit_softcap=50.0,
             final_logit_softcap=30.0,
             sliding_window=8,
-            layer_types=_gemma2_layers(4),
+            layer_types=gemma2_layer_types(4),
         ),
         projection_dim=64,
         image_token_id=SMALL_IMAGE_ID,
