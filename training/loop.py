@@ -276,7 +276,7 @@ def load_trainer_state(out: Path) -> dict:
     for name in ("last", "last.old"):
         path = out / name / TRAINER_STATE
         if path.is_file():
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values: no pickle
     raise FileNotFoundError(f"{out}: no last/{TRAINER_STATE} to resume from (was the run saved at least once?)")
 
 
