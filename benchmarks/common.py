@@ -13,12 +13,9 @@ from pathlib import Path
 import torch
 
 from model import ImageProcessor, PaliGemma, PaliGemmaConfig, PromptTokenizer
-from model.config import SIZES
 from model.saving import save_pretrained
-from training.recipes import SMALL_SIZES
+from model.sizes import SIZES
 from training.vocab import WORDS, build_tokenizer
-
-NAMED_SIZES = {**SMALL_SIZES, **SIZES}
 
 
 def cpu_model() -> str:
@@ -46,7 +43,7 @@ def random_model(config: PaliGemmaConfig | str, dtype: torch.dtype = torch.float
     """A model of a named size with random weights: matrices N(0, 1/fan_in), norms and biases perturbed (so that
     no formula hides behind a zero), embeddings N(0, 0.02); with a tokenizer in PaliGemma's layout."""
     if isinstance(config, str):
-        config = NAMED_SIZES[config]
+        config = SIZES[config]
     gen = torch.Generator().manual_seed(seed)
     with torch.device("meta"):
         model = PaliGemma(config)
@@ -72,7 +69,7 @@ def random_checkpoint(
 ) -> Path:
     """Random weights of a named size saved as a checkpoint; `image_size` changes only the resolution (448 and 896
     px are the same network with more image tokens)."""
-    config = NAMED_SIZES[size] if isinstance(size, str) else size
+    config = SIZES[size] if isinstance(size, str) else size
     if image_size is not None:
         config = dataclasses.replace(config, vision=dataclasses.replace(config.vision, image_size=image_size))
     return save_pretrained(random_model(config, dtype), folder)

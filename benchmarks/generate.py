@@ -30,9 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import NAMED_SIZES, device_name, random_checkpoint, synchronize
+from benchmarks.common import device_name, random_checkpoint, synchronize
 from model import PaliGemma
 from model.loading import resolve_dtype
+from model.sizes import SIZES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +203,7 @@ def compile_warmup(ours: PaliGemma, images, prompts, batch: int, new_tokens: int
 def main(argv: list[str] | None = None) -> list[Row]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=("fixed", "mixed"), default="fixed")
-    p.add_argument("--size", default="mid", choices=sorted(NAMED_SIZES), help="random weights of a named size")
+    p.add_argument("--size", default="mid", choices=sorted(SIZES), help="random weights of a named size")
     p.add_argument("--checkpoint", type=Path, help="a checkpoint folder instead of random weights")
     p.add_argument("--image-size", type=int, help="random weights at this resolution (448, 896) instead of 224 px")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="batch (fixed) or rows in flight (mixed)")

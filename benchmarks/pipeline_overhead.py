@@ -29,8 +29,8 @@ PROMPT = "ocr"  # every row runs to --max-new-tokens or its own end, the same in
 
 def plain_loop(folder: Path, paths: list[Path], batch: int, new_tokens: int) -> tuple[float, float]:
     """(warm images/s, cold images/s including the model load)."""
+    from labeling.images import decode_image
     from model import PaliGemma
-    from pipelines.decode import decode_image
 
     def run_all():
         for i in range(0, len(paths), batch):
@@ -56,7 +56,7 @@ def pipeline(folder: Path, images: Path, out: Path, batch: int, new_tokens: int,
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", default="mid", help="random weights of a named size (benchmarks.common.NAMED_SIZES)")
+    p.add_argument("--size", default="mid", help="random weights of a named size (model.sizes.SIZES)")
     p.add_argument("--images", type=int, default=96)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=8)

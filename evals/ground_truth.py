@@ -24,7 +24,7 @@ from rows import ImageResolver
 
 def read_json(path: str | Path) -> Any:
     """A JSON file (local path or URI)."""
-    from rows.storage import locate
+    from storage import locate
 
     return json.loads(locate(path).read_bytes())
 

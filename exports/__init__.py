@@ -8,8 +8,6 @@
 and the object filters (score thresholds, NMS) they share with the label job.
 """
 
-from exports.filters import ObjectFilter, parse_class_thresholds
-
 FORMATS = ("coco", "yolo", "voc", "labelstudio")
 
 __all__ = ["FORMATS", "ObjectFilter", "parse_class_thresholds"]

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exports.filters import ObjectFilter
+from labeling.filters import ObjectFilter
 from rows import Row, category_ids, label_key
-from rows.storage import Location
+from storage import Location
 
 
 @dataclass

@@ -12,7 +12,7 @@ import json
 from exports.base import ExportInput
 from rows import ConversionReport, rows_to_coco_results
 from rows.coco import annotation_entry, dataset_categories, image_entry
-from rows.storage import Location
+from storage import Location
 
 
 def _write_json_array(stream, items) -> int:

@@ -21,7 +21,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from exports.base import ExportInput, object_arrays
-from rows.storage import Location, is_uri
+from storage import Location, is_uri
 
 BOX_CONTROL, MASK_CONTROL, IMAGE = "label", "mask", "image"
 

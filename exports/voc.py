@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from exports.base import ExportInput, LocalStage, write_in_chunks
-from rows.storage import Location
+from storage import Location
 
 
 def write(job: ExportInput, out: Location, read_image) -> dict:

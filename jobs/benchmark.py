@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if summary is None:
         return status
     from evals.ground_truth import read_json
-    from rows import locate
+    from storage import locate
 
     out = locate(args.output)
     rows_ids = {row["image_id"] for row in _rows(args.output)}
@@ -104,7 +104,7 @@ def label_and_score_shapes(cfg, data: Path) -> tuple[object, int, list[dict], di
 
 def run_shapes(args: argparse.Namespace) -> int:
     from evals.shapes import headline
-    from rows import is_uri
+    from storage import is_uri
     from training.shapes_dataset import write_benchmark_set
 
     if args.shapes < 1:

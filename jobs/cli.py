@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from pipelines.decode import DEFAULT_MAX_PIXELS
+from labeling.images import DEFAULT_MAX_PIXELS
 
 
 class UsageError(ValueError):
@@ -104,10 +104,11 @@ def check_checkpoint(path: str | os.PathLike, flag: str = "--checkpoint"):
 
 def open_image(path: str | os.PathLike, flag: str, limit: int = DEFAULT_MAX_PIXELS):
     """An image file decoded as the label job decodes it (upright RGB), refused above `limit` pixels."""
-    from pipelines.decode import ImageDecodeError, decode_image, read_bytes
+    from labeling.images import ImageDecodeError
+    from labeling.images import open_image as decode_file
 
     try:
-        return decode_image(read_bytes(str(path)), limit)
+        return decode_file(str(path), limit)
     except OSError as e:
         raise UsageError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
     except ImageDecodeError as e:

@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(args: argparse.Namespace) -> dict:
     from exports.base import ExportInput
-    from exports.filters import ObjectFilter, parse_class_thresholds
+    from labeling.filters import ObjectFilter, parse_class_thresholds
     from pipelines.finish import object_classes, write_export
     from pipelines.output import OutputError, OutputFolder
     from rows import categories_for
-    from rows.storage import StorageError
+    from storage import StorageError
     from tasks import parse_classes
 
     try:

@@ -133,9 +133,9 @@ def build_parser() -> Parser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from exports.filters import parse_class_thresholds
+    from labeling.errors import parse_kinds
+    from labeling.filters import parse_class_thresholds
     from pipelines.config import ConfigError, LabelConfig
-    from pipelines.errors import parse_kinds
 
     try:
         resources = parse_resources(args.replica_resource or [])

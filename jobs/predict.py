@@ -5,7 +5,7 @@
     python -m model --checkpoint DIR --image PATH --prompt "segment cat" --vae vae-oid.npz --save out.png
 
 The prompt is read as the label job reads a manifest's prompts (`tasks.from_prompt`), and the answer becomes a
-row through the same code (`pipelines.labeling.label_batch`): the objects printed here are the ones the job would
+row through the same code (`labeling.answers.label_batch`): the objects printed here are the ones the job would
 write. The image goes through the job's decoder too, with the same pixel limit (--max-pixels).
 Exit status: 0 on success, 2 for a bad argument, checkpoint or image.
 """
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         from decoders import MaskDecoder
 
         decoder = MaskDecoder.from_npz(args.vae, device=model.device)
-    from pipelines.labeling import label_batch
+    from labeling.answers import label_batch
 
     (labeled,) = label_batch(
         model,

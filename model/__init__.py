@@ -2,7 +2,7 @@
 
 from .config import CheckpointError, PaliGemmaConfig, TextConfig, VisionConfig
 from .generation import Generation
-from .image_processing import ImageProcessor, load_image
+from .image_processing import ImageProcessor
 from .paligemma import PaliGemma
 from .tokenizer import PromptTokenizer
 
@@ -15,5 +15,4 @@ __all__ = [
     "PromptTokenizer",
     "TextConfig",
     "VisionConfig",
-    "load_image",
 ]

@@ -112,7 +112,9 @@ class PaliGemmaConfig:
 
     @classmethod
     def from_name(cls, name: str) -> PaliGemmaConfig:
-        """A config from the table of named sizes (`tiny`, `mid`, `pg1-3b`, `pg2-3b`, ...)."""
+        """A config from the table of named sizes (model/sizes.py: `tiny`, `mid`, `shapes`, `pg1-3b`, ...)."""
+        from .sizes import SIZES
+
         if name not in SIZES:
             raise KeyError(f"unknown size {name!r}; known sizes: {', '.join(SIZES)}")
         return SIZES[name]
@@ -264,29 +266,3 @@ def _first(x: int | list[int]) -> int:
 def gemma2_layer_types(n: int) -> tuple[str, ...]:
     """Gemma 2 alternates local and global attention, starting with a sliding-window layer."""
     return tuple("sliding" if i % 2 == 0 else "full" for i in range(n))
-
-
-# The released sizes (PaliGemma 1 and 2, 224 px; other resolutions change only vision.image_size). Small models
-# with their own vocabulary (tests, benchmarks, the bundled shapes model) are named in training/recipes.py.
-_SIGLIP_SO400M = VisionConfig()
-SIZES: dict[str, PaliGemmaConfig] = {
-    "pg1-3b": PaliGemmaConfig(vision=_SIGLIP_SO400M, text=TextConfig(), projection_dim=2048),
-    "pg2-3b": PaliGemmaConfig(
-        vision=_SIGLIP_SO400M,
-        text=TextConfig(
-            family="gemma2",
-            hidden_size=2304,
-            intermediate_size=9216,
-            num_layers=26,
-            num_heads=8,
-            num_kv_heads=4,
-            head_dim=256,
-            query_pre_attn_scalar=256,
-            attn_logit_softcap=50.0,
-            final_logit_softcap=30.0,
-            sliding_window=4096,
-            layer_types=gemma2_layer_types(26),
-        ),
-        projection_dim=2304,
-    ),
-}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .config import CheckpointError
 
@@ -99,9 +99,3 @@ class ImageProcessor:
         """float32 [3, 256]: the normalized value of every byte, per channel."""
         values = torch.from_numpy(np.arange(256, dtype=np.float32)[:, None] * self.rescale_factor)
         return ((values - torch.tensor(self.mean)) / torch.tensor(self.std)).T.contiguous().numpy()
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file upright (EXIF orientation applied) and in RGB."""
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.decode import DEFAULT_MAX_PIXELS
+from labeling.images import DEFAULT_MAX_PIXELS
 
 
 class ConfigError(ValueError):
@@ -39,7 +39,7 @@ class LabelConfig:
     vae: str | None = None
     max_new_tokens: int = 64
     resume: bool = False
-    retry_errors: tuple[str, ...] = ()  # error kinds (pipelines.errors) labeled again on --resume
+    retry_errors: tuple[str, ...] = ()  # error kinds (labeling.errors) labeled again on --resume
     retries: int = 2  # times a batch is retried after its replica died, before it is split to find the culprit
     limit: int | None = None
     previews: int = 0

@@ -56,7 +56,7 @@ class FileNames:
 def export_input(cfg: LabelConfig, out: OutputFolder, source: Source, classes: list[str], object_filter=None):
     from pathlib import Path
 
-    from exports.filters import ObjectFilter
+    from labeling.filters import ObjectFilter
 
     def rows() -> Iterator[Row]:
         return out.parts.iter_rows()
@@ -71,7 +71,7 @@ def export_input(cfg: LabelConfig, out: OutputFolder, source: Source, classes: l
 
 
 def read_row_image(row: Row) -> bytes:
-    from pipelines.decode import read_bytes
+    from storage import read_bytes
 
     return read_bytes(row["path"])
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from pipelines.decode import prepare
+from labeling.images import prepare
 from rows import error_row, rows_to_table
 from tasks import Task, from_prompt
 

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from exports.filters import ObjectFilter
+from labeling.errors import KINDS
+from labeling.filters import ObjectFilter
+from labeling.images import prepare
 from pipelines.config import ConfigError, LabelConfig, Summary
-from pipelines.decode import prepare
-from pipelines.errors import KINDS
 from pipelines.keys import table_key_hashes
 from pipelines.output import OutputError, OutputFolder
 from pipelines.plan import Plan, job_tasks, load_source, plan_inputs, tasks_by_prompt

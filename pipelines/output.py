@@ -20,7 +20,7 @@ import pyarrow as pa
 from pipelines.keys import key_hashes
 from rows import PartStore
 from rows.parts import PARTS
-from rows.storage import Location, StorageError, locate
+from storage import Location, StorageError, locate
 
 
 class OutputError(ValueError):
@@ -76,7 +76,7 @@ class OutputFolder:
     def done_keys(self, skip_errors: Iterable[str] = ()) -> np.ndarray:
         """Sorted key hashes (pipelines.keys) of the rows already written; rows whose error is of one of the
         `skip_errors` kinds are left out (they are to be labeled again)."""
-        from pipelines.errors import error_kind
+        from labeling.errors import error_kind
 
         skip = set(skip_errors)
         hashes = []
@@ -98,7 +98,7 @@ class OutputFolder:
         """
         import pyarrow.compute as pc
 
-        from pipelines.errors import error_kind
+        from labeling.errors import error_kind
 
         dropped = 0
         for part in self.parts.parts():

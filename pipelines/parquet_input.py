@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pipelines.keys import key_hashes
 from pipelines.sources import Source, bytes_image_id, stable_image_id
-from rows.storage import locate
+from storage import locate
 
 
 def _ids_and_paths(batch: dict, source: Source) -> tuple[list[int], list[str]]:

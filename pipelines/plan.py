@@ -74,7 +74,7 @@ def _every_input_has_a_prompt(source: Source) -> bool:
         return False
     import pyarrow.dataset as pads
 
-    from rows.storage import locate
+    from storage import locate
 
     loc = locate(source.parquet)
     dataset = pads.dataset(loc.path, filesystem=loc.fs, format="parquet")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from pipelines.decode import decode_image
+from labeling.images import decode_image
 from tasks.detections import Detections
 
 

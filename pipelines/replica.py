@@ -1,8 +1,8 @@
 """Model replicas: the stateful stage of the pipeline, one Ray actor per GPU (or CPU slot), loaded once.
 
-`Replica` is the callable class given to `Dataset.map_batches`: it loads a backend (pipelines.backends) in
+`Replica` is the callable class given to `Dataset.map_batches`: it loads a backend (labeling.backends) in
 `__init__` and turns each batch of decoded images into output rows (rows.ROW_SCHEMA) in `__call__`, through
-`pipelines.labeling.label_batch`, the same code the web page and the single-image command use.
+`labeling.answers.label_batch`, the same code the web page and the single-image command use.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Replica:
     ):
         import torch
 
-        from pipelines.backends import BACKENDS
+        from labeling.backends import BACKENDS
 
         if threads and threads < 0:  # -N: share this machine's cores among N replicas
             threads = max(1, (os.cpu_count() or 1) // -threads)
@@ -87,7 +87,7 @@ class Replica:
         return self.tasks[prompt]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        from pipelines.labeling import label_batch
+        from labeling.answers import label_batch
 
         n = len(batch["image_id"])
         prompts = [str(p) for p in batch["prompt"]]

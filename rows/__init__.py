@@ -1,7 +1,7 @@
 """The output row and everything that reads or writes it: its Arrow schema, Parquet parts (local or in object
-storage), and the conversion to and from COCO with one label-matching rule.
+storage, through `storage`), and the conversion to and from COCO with one label-matching rule.
 
-Depends on nothing of ours: the replicas, the exports, evaluation and the web page all build on it.
+Depends on `storage` only: the replicas, the exports, evaluation and the web page all build on it.
 """
 
 from rows.coco import (
@@ -15,7 +15,6 @@ from rows.coco import (
 )
 from rows.parts import PartStore, find_parts, iter_rows, read_rows
 from rows.schema import MASK_TYPE, OBJECT_TYPE, ROW_SCHEMA, MaskRLE, ObjectRow, Row, error_row, rows_to_table
-from rows.storage import Location, StorageError, is_uri, locate
 from rows.text import answer_text, strip_end_tokens
 
 __all__ = [
@@ -24,21 +23,17 @@ __all__ = [
     "ROW_SCHEMA",
     "ConversionReport",
     "ImageResolver",
-    "Location",
     "MaskRLE",
     "ObjectRow",
     "PartStore",
     "Row",
-    "StorageError",
     "answer_text",
     "categories_for",
     "category_ids",
     "error_row",
     "find_parts",
-    "is_uri",
     "iter_rows",
     "label_key",
-    "locate",
     "object_to_result",
     "read_rows",
     "rows_to_coco_results",

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rows.schema import ROW_SCHEMA, Row
-from rows.storage import Location, locate
+from storage import Location, locate
 
 PARTS = "predictions"
 COMMITS = "_commits"

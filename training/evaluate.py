@@ -1,7 +1,7 @@
 """Evaluation while training: a fixed held-out shapes set labeled in-process and scored like the benchmark.
 
 The set is drawn once per run (training/shapes_dataset.write_benchmark_set with a seed no training stream uses)
-into RUN/eval-data; every evaluation labels each of its (image, prompt) rows with `pipelines.labeling.label_batch`
+into RUN/eval-data; every evaluation labels each of its (image, prompt) rows with `labeling.answers.label_batch`
 (what the label job's replicas run) and scores them with `evals.shapes.shapes_scores` (what `jobs.benchmark
 --shapes` reports), so a curve and the benchmark measure the same thing on different draws.
 """
@@ -33,7 +33,7 @@ def evaluate_shapes(model, folder: Path, mask_decoder=None, batch_size: int = 32
     import pandas as pd
 
     from evals.shapes import headline, shapes_scores
-    from pipelines.labeling import label_batch
+    from labeling.answers import label_batch
     from tasks import from_prompt
 
     manifest = pd.read_parquet(folder / "manifest.parquet").to_dict("records")

@@ -51,7 +51,7 @@ class FinetuneConfig:
     output: str
     train: str = "shapes"  # a .jsonl / .parquet file, or "shapes" for the built-in generator
     model: str | None = None  # checkpoint folder to start from
-    scratch: str | None = None  # or a named size (model.config.SIZES / training.recipes) to start from random init
+    scratch: str | None = None  # or a named size (model/sizes.py) to start from random init
     mode: str = "full"
     lora_rank: int = 8
     lora_alpha: float = 16.0
@@ -84,6 +84,8 @@ class FinetuneConfig:
     compile: bool = False  # torch.compile the loss step (forward and backward)
     vision_pretrain: int = 0  # shapes only: dense-label examples for the vision tower first (training.vision_pretrain)
     vision_pretrain_lr: float = 1e-3
+    vision_pretrain_words: float = 0.4  # share of word images among the pretraining images
+    image_size: int | None = None  # train at this input resolution (position embeddings resized; training.resolution)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -168,13 +170,16 @@ def init_from_scratch(model: PaliGemma, seed: int) -> None:
 
 
 def build_model(cfg: FinetuneConfig) -> PaliGemma:
-    if cfg.model is not None:
-        return PaliGemma.from_pretrained(cfg.model)
-    from .recipes import scratch_model
+    from .resolution import with_image_size
 
-    model = scratch_model(cfg.scratch)
-    init_from_scratch(model, cfg.seed)
-    return model
+    if cfg.model is not None:
+        model = PaliGemma.from_pretrained(cfg.model)
+    else:
+        from .recipes import scratch_model
+
+        model = scratch_model(cfg.scratch)
+        init_from_scratch(model, cfg.seed)
+    return with_image_size(model, cfg.image_size) if cfg.image_size else model
 
 
 def choose_trainable(model: PaliGemma, cfg: FinetuneConfig) -> list[str]:
@@ -466,6 +471,7 @@ class Trainer:
                 self.model, cfg.vision_pretrain, seed=int(np.random.SeedSequence([cfg.data_seed, self.rank, 7])
                                                           .generate_state(1)[0]),
                 lr=cfg.vision_pretrain_lr, log=lambda record: self.write_log(log_file, {"step": 0} | record),
+                word_share=cfg.vision_pretrain_words, bf16=cfg.bf16,
             )  # fmt: skip
             if self.main:
                 self.log(f"vision tower pretrained: {result.get('vision_accuracy')}")

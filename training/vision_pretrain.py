@@ -10,7 +10,8 @@ thrown away:
 
 - scenes: the class and colour of the object whose box centre lies in the patch, that box's edges (L1, in image
   fractions), and the class of the object covering the patch's centre pixel (its mask);
-- words: the characters whose centres lie in the patch, left to right (up to 3 a patch).
+- words: the characters whose centres lie in the patch, left to right (up to 3 a patch), and each one's place
+  in the word (first, second, ...): what an answer read left to right needs to find next.
 
 So the tower learns shapes, colours, where objects are and what characters are, and the decoder learns to read
 it. The tower's weights replace its random initialization; nothing else of the model changes.
@@ -30,6 +31,7 @@ from torch import nn
 from .shapes import CLASSES, COLORS, SIZE, WORD_ALPHABET, draw_scene, draw_word_with_centers
 
 CHAR_SLOTS = 3
+MAX_ORDINAL = 12  # the longest word a curriculum stage allows (training.shapes.Stage)
 IGNORE = -100
 
 
@@ -40,6 +42,7 @@ class DenseTargets:
     box: torch.Tensor  # float[B, N, 4]: x0, y0, x1, y1 / SIZE of that object (NaN where none)
     cover_class: torch.Tensor  # long[B, N]: class of the object covering the patch centre pixel, 0 none
     chars: torch.Tensor  # long[B, N, CHAR_SLOTS]: 0 none, 1..34 the characters centred in the patch, left to right
+    ordinals: torch.Tensor  # long[B, N, CHAR_SLOTS]: 0 none, 1..MAX_ORDINAL each of those characters' place in the word
 
 
 WORD_SHARE = 0.4  # word images among the pretraining images: characters are the slowest thing to learn
@@ -53,17 +56,16 @@ def dense_example(rng: np.random.Generator, grid: int, word_share: float = WORD_
     box = [[float("nan")] * 4 for _ in range(n)]
     cover_class = [0] * n
     chars = [[0] * CHAR_SLOTS for _ in range(n)]
+    ordinals = [[0] * CHAR_SLOTS for _ in range(n)]
     if rng.random() < word_share:
         image, word, centers = draw_word_with_centers(rng)
         filled = [0] * n
-        for ch, (cx, cy) in zip(word, centers, strict=True):
-            k = int(min(cy // cell, grid - 1)) * grid + int(min(cx // cell, grid - 1))
+        for place, (ch, (cx, cy)) in enumerate(zip(word, centers, strict=True)):
+            k = int(min(max(cy, 0) // cell, grid - 1)) * grid + int(min(max(cx, 0) // cell, grid - 1))
             if filled[k] < CHAR_SLOTS:
                 chars[k][filled[k]] = WORD_ALPHABET.index(ch) + 1
+                ordinals[k][filled[k]] = min(place + 1, MAX_ORDINAL)
                 filled[k] += 1
-        for k in range(n):
-            if not filled[k]:
-                chars[k] = [0] * CHAR_SLOTS
         center_class = center_color = cover_class = [IGNORE] * n  # a word image says nothing about shapes
     else:
         image, shapes = draw_scene(rng)
@@ -78,14 +80,14 @@ def dense_example(rng: np.random.Generator, grid: int, word_share: float = WORD_
             for s in shapes:
                 if s.mask[py, px]:
                     cover_class[k] = CLASSES.index(s.kind) + 1
-        chars = [[IGNORE] * CHAR_SLOTS] * n  # and a scene says nothing about characters
-    return image, (center_class, center_color, box, cover_class, chars)
+        chars = ordinals = [[IGNORE] * CHAR_SLOTS] * n  # and a scene says nothing about characters
+    return image, (center_class, center_color, box, cover_class, chars, ordinals)
 
 
 def collate_dense(labels: list[tuple]) -> DenseTargets:
-    cc, col, box, cov, ch = zip(*labels, strict=True)
+    cc, col, box, cov, ch, order = zip(*labels, strict=True)
     return DenseTargets(torch.tensor(cc), torch.tensor(col), torch.tensor(box, dtype=torch.float32),
-                        torch.tensor(cov), torch.tensor(ch))  # fmt: skip
+                        torch.tensor(cov), torch.tensor(ch), torch.tensor(order))  # fmt: skip
 
 
 class DenseHeads(nn.Module):
@@ -98,6 +100,7 @@ class DenseHeads(nn.Module):
         self.box = nn.Linear(width, 4)
         self.cover_class = nn.Linear(width, len(CLASSES) + 1)
         self.chars = nn.Linear(width, CHAR_SLOTS * (len(WORD_ALPHABET) + 1))
+        self.ordinals = nn.Linear(width, CHAR_SLOTS * (MAX_ORDINAL + 1))
 
     def loss(self, features: torch.Tensor, t: DenseTargets) -> dict[str, torch.Tensor]:
         B, N, _ = features.shape
@@ -106,6 +109,7 @@ class DenseHeads(nn.Module):
             "center_color": _ce(self.center_color(features), t.center_color),
             "cover_class": _ce(self.cover_class(features), t.cover_class),
             "chars": _ce(self.chars(features).reshape(B, N * CHAR_SLOTS, -1), t.chars.reshape(B, -1)),
+            "ordinals": _ce(self.ordinals(features).reshape(B, N * CHAR_SLOTS, -1), t.ordinals.reshape(B, -1)),
         }
         has_box = ~t.box[..., 0].isnan()
         if bool(has_box.any()):
@@ -125,24 +129,28 @@ BACKGROUND_WEIGHT = 0.1
 
 
 @torch.no_grad()
-def dense_accuracy(model, heads: DenseHeads, examples: int = 256, seed: int = 7) -> dict[str, float]:
-    """Accuracy of the heads where there is something to see: class and colour at object centres, characters in
-    their slots."""
+def dense_accuracy(model, heads: DenseHeads, examples: int = 256, seed: int = 7,
+                   word_share: float = WORD_SHARE) -> dict[str, float]:  # fmt: skip
+    """Accuracy of the heads where there is something to see: class and colour at object centres, characters
+    and their places in the word in their slots."""
     cfg = model.config.vision
     grid = cfg.image_size // cfg.patch_size
     rng = np.random.default_rng([seed, 2])
-    drawn = [dense_example(rng, grid) for _ in range(examples)]
+    drawn = [dense_example(rng, grid, word_share) for _ in range(examples)]
     f = model.vision_tower(model.image_processor([im for im, _ in drawn]).to(model.device))
     t = collate_dense([labels for _, labels in drawn])
     out = {}
     for name in ("center_class", "center_color", "cover_class"):
         pred, want = getattr(heads, name)(f).argmax(-1), getattr(t, name)
         real = want > 0
-        out[name] = float((pred[real] == want[real]).float().mean())
+        if bool(real.any()):
+            out[name] = float((pred[real] == want[real]).float().mean())
     B, N, _ = f.shape
-    pred = heads.chars(f).reshape(B, N, CHAR_SLOTS, -1).argmax(-1)
-    real = t.chars > 0
-    out["chars"] = float((pred[real] == t.chars[real]).float().mean())
+    for name in ("chars", "ordinals"):
+        pred, want = getattr(heads, name)(f).reshape(B, N, CHAR_SLOTS, -1).argmax(-1), getattr(t, name)
+        real = want > 0
+        if bool(real.any()):
+            out[name] = float((pred[real] == want[real]).float().mean())
     return out
 
 
@@ -155,9 +163,13 @@ def pretrain_tower(
     log: Callable[[dict], None] | None = None,
     log_every: int = 20,
     eval_every: int = 0,
+    word_share: float = WORD_SHARE,
+    bf16: bool = False,
 ) -> dict:
     """Train model.vision_tower in place on `examples` dense-labelled images drawn from `default_rng(seed)`
-    (warm-up, then cosine to a tenth); returns the last losses."""
+    (warm-up, then cosine to a tenth), `word_share` of them word images; returns the last losses.
+
+    bf16: autocast the matrix products to bfloat16 (much faster on CPUs with AMX or AVX-512 bf16 units)."""
     cfg = model.config.vision
     grid = cfg.image_size // cfg.patch_size
     tower, processor = model.vision_tower, model.image_processor
@@ -175,10 +187,12 @@ def pretrain_tower(
                 1 + np.cos(np.pi * (step - warmup) / max(1, steps - warmup)))  # fmt: skip
             for group in opt.param_groups:
                 group["lr"] = lr * scale
-            drawn = [dense_example(rng, grid) for _ in range(batch_size)]
+            drawn = [dense_example(rng, grid, word_share) for _ in range(batch_size)]
             pixels = processor([image for image, _ in drawn]).to(model.device)
             targets = collate_dense([labels for _, labels in drawn])
-            losses = heads.loss(tower(pixels), targets)
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                features = tower(pixels)
+            losses = heads.loss(features.float(), targets)
             total = sum(losses.values())
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -190,8 +204,8 @@ def pretrain_tower(
                         "vision_minutes": (time.perf_counter() - start) / 60}  # fmt: skip
                 if eval_every and (step + 1) % eval_every == 0:
                     tower.eval()
-                    last["vision_accuracy"] = dense_accuracy(model, heads, examples=128)
+                    last["vision_accuracy"] = dense_accuracy(model, heads, examples=128, word_share=word_share)
                     tower.train()
                 log(last)
     tower.eval()
-    return last | {"vision_accuracy": dense_accuracy(model, heads)}
+    return last | {"vision_accuracy": dense_accuracy(model, heads, word_share=word_share)}

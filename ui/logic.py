@@ -19,7 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from model import CheckpointError, PaliGemma, load_image
+from labeling import ImageDecodeError, open_image
+from model import CheckpointError, PaliGemma
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,8 @@ def read_image(path: str | Path | None) -> Image.Image:
         raise UserError("Upload an image first (drop a file on the image box or click it).")
     name = Path(path).name
     try:
-        return load_image(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        return open_image(str(path))  # the label job's decoder: transparency on white, 16-bit scaled, upright
+    except (OSError, ImageDecodeError) as e:
         detail = str(e).replace(str(path), name)  # PIL names the server's temporary copy; the user knows the name
         raise UserError(f"Cannot read image {md(name)}: {md(detail)}") from None
 
@@ -247,7 +248,7 @@ class Workbench:
             return Outcome(error=f"generation failed ({type(e).__name__}: {md(str(e))}); see the server's log.")
 
     def _answer(self, image: Image.Image, task, settings: Settings) -> Outcome:
-        from pipelines.labeling import label_batch
+        from labeling import label_batch
         from tasks import ObjectsResult
         from tasks.draw import draw_detections
 

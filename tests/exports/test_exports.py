@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 
 from decoders import mask_to_rle
-from exports import ObjectFilter, coco, labelstudio, parse_class_thresholds, voc, yolo  # noqa: F401
+from exports import coco, labelstudio, voc, yolo  # noqa: F401
 from exports.base import ExportInput
-from rows import categories_for, locate
+from labeling import ObjectFilter, parse_class_thresholds
+from rows import categories_for
+from storage import locate
 
 W, H = 120, 90
 

@@ -1,11 +1,11 @@
 import pytest
 
 from model import PaliGemmaConfig, TextConfig
-from model.config import SIZES, ConfigError
-from training.recipes import SMALL_SIZES
+from model.config import ConfigError
+from model.sizes import SIZES
 
 
-@pytest.mark.parametrize("config", [*SIZES.values(), *SMALL_SIZES.values()], ids=[*SIZES, *SMALL_SIZES])
+@pytest.mark.parametrize("config", SIZES.values(), ids=SIZES)
 def test_named_sizes_survive_the_config_json_round_trip(config):
     assert PaliGemmaConfig.from_hf_dict(config.to_hf_dict()) == config
 
@@ -25,7 +25,7 @@ def test_mid_is_about_sixty_million_parameters():
     from model import PaliGemma
 
     with torch.device("meta"):
-        n = sum(p.numel() for p in PaliGemma(SMALL_SIZES["mid"]).parameters())
+        n = sum(p.numel() for p in PaliGemma(SIZES["mid"]).parameters())
     assert 55e6 < n < 70e6
 
 

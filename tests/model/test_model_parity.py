@@ -170,10 +170,10 @@ def test_generate_rejects_bad_options(checkpoint, photos, kwargs, message):
 def test_other_resolutions_load_and_match(tmp_path, photos):
     """A 448/896-px checkpoint differs only in image_size (more patches, more position embeddings)."""
     from model.config import VisionConfig
+    from model.sizes import SIZES
     from testing.checkpoints import write_random_checkpoint
-    from training.recipes import SMALL_SIZES
 
-    config = SMALL_SIZES["tiny"].replace(vision=VisionConfig(hidden_size=32, intermediate_size=64, num_layers=2,
+    config = SIZES["tiny"].replace(vision=VisionConfig(hidden_size=32, intermediate_size=64, num_layers=2,
                                                        num_heads=4, image_size=112))  # fmt: skip
     hf = write_random_checkpoint(tmp_path, config)
     model = PaliGemma.from_pretrained(tmp_path)

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from rows import PartStore, locate
+from rows import PartStore
+from storage import locate
 from testing.ray_cluster import clean_env, cluster_env, kill_session, start_head
 from testing.s3 import restore_env, set_env, start_s3
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.decode import ImageDecodeError, decode_image, prepare
+from labeling.images import ImageDecodeError, decode_image, prepare
 from pipelines.replica import Replica
 from pipelines.sources import (
     SourceError,
@@ -93,10 +93,11 @@ def test_pixel_limit_refuses_large_images_before_decoding():
 
 
 def test_prepare_resizes_like_the_model_and_keeps_the_original_size(photo_paths, tmp_path):
-    from model.image_processing import ImageProcessor, load_image
+    from labeling import open_image
+    from model.image_processing import ImageProcessor
 
     row = prepare({"image_id": 1, "path": str(photo_paths[1]), "prompt": "ocr"}, size=56)
-    original = load_image(photo_paths[1])
+    original = open_image(str(photo_paths[1]))
     assert (row["width"], row["height"]) == original.size and row["error"] == ""
     processor = ImageProcessor(size=56)
     assert np.array_equal(processor.one(Image.fromarray(row["pixels"])), processor.one(original))
@@ -235,7 +236,7 @@ class FakeSegmenter:
 
 def test_segment_rows_carry_masks_decoded_by_the_replica(monkeypatch, tmp_path, photo_paths):
     from decoders import rle_to_mask
-    from pipelines import backends
+    from labeling import backends
     from rows import categories_for, rows_to_coco_results
     from testing.vae import write_random_vae_npz
 

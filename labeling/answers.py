@@ -47,7 +47,7 @@ def label_batch(
 ) -> list[Labeled]:
     """Answer task i about image i, for every i, in one batched generate call.
 
-    model: a PaliGemma or any backend with the same `generate` (see pipelines.backends).
+    model: a PaliGemma or any backend with the same `generate` (see labeling.backends).
     images: PIL images, or uint8 H x W x 3 arrays (the label job sends its decoded pixels as they are).
     sizes: the original (width, height) of each image when `images` were resized before (boxes and masks are
     placed in the original's pixels); the images' own sizes by default.

@@ -121,6 +121,14 @@ class Location:
         return self.join(*rel.split("/")) if rel else self
 
 
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The whole file at a local path or at any URI pyarrow's (or fsspec's) filesystems understand."""
+    if is_uri(path):
+        return locate(path).read_bytes()
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def locate(location: str | os.PathLike) -> Location:
     """A local path (made absolute) or a URI -> Location. Raises StorageError for unknown schemes."""
     text = os.fspath(location)

@@ -1,9 +1,11 @@
-"""The CPU stage: file bytes -> an upright RGB image at the model's resolution, or an error message.
+"""Image files -> upright RGB pictures: the one decoder of every entry point (the label job's decode stage, the
+single-image command, the web page, previews), so a file means the same pixels wherever it is labeled.
 
-Runs in Ray Data tasks ahead of the model replicas, so decoding overlaps generation. Its output per input has a
-fixed shape (uint8[S, S, 3] pixels, zeros for a failed input) because mixed-size arrays break Arrow tensor columns.
-Resizing here is the model's own bicubic squash, so the replica's image processor finds the size already right
-and the pixels are exactly those `PaliGemma.generate` would compute from the original image.
+`prepare` is the label job's CPU stage: file bytes -> an upright RGB image at the model's resolution, or an error
+message. It runs in Ray Data tasks ahead of the model replicas, so decoding overlaps generation. Its output per
+input has a fixed shape (uint8[S, S, 3] pixels, zeros for a failed input) because mixed-size arrays break Arrow
+tensor columns. Resizing here is the model's own bicubic squash, so the replica's image processor finds the size
+already right and the pixels are exactly those `PaliGemma.generate` would compute from the original image.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
-from rows.storage import is_uri, locate
+from storage import read_bytes
 
 # Pillow's own limit (89.5 Mpx warns, twice that raises); ours is checked before any pixel is decoded.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -74,12 +76,10 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         raise ImageDecodeError(f"cannot decode image: {e}") from e
 
 
-def read_bytes(path: str) -> bytes:
-    """Local paths, or any URI pyarrow's (or fsspec's) filesystems understand (s3://, gs://, abfs://, hdfs://)."""
-    if is_uri(path):
-        return locate(path).read_bytes()
-    with open(path, "rb") as f:
-        return f.read()
+def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """The image file at a local path or URI, decoded as the label job decodes it. Raises OSError (unreadable)
+    or ImageDecodeError."""
+    return decode_image(read_bytes(path), max_pixels)
 
 
 def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
