@@ -8,10 +8,13 @@ so a wrong argument always ends the same way: one line `error: ...` naming what 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import types
+import typing
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from labeling.images import DEFAULT_MAX_PIXELS
 
@@ -72,15 +75,6 @@ def add_max_pixels(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_file(path: str | os.PathLike, flag: str) -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{flag} {p}: no such file")
-    if not p.is_file():
-        raise UsageError(f"{flag} {p}: not a file")
-    return p
-
-
 def check_new_file(path: str | os.PathLike, flag: str) -> Path:
     """A file about to be written: its folder must exist and be a folder."""
     p = Path(path)
@@ -113,3 +107,74 @@ def open_image(path: str | os.PathLike, flag: str, limit: int = DEFAULT_MAX_PIXE
         raise UsageError(f"{flag} {path}: cannot read it ({e.strerror or e})") from None
     except ImageDecodeError as e:
         raise UsageError(f"{flag} {path}: {e}") from None
+
+
+# ---- command lines built from specs (specs/fields.py) ------------------------------------------------------------
+
+
+def _base_type(hint: Any) -> Any:
+    """int for `int | None`, and so on: the type argparse converts a typed value to."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return hint
+
+
+def _converter(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return convert
+
+
+def _shown(default: Any) -> str | None:
+    if default in (None, False, "", (), {}) or isinstance(default, bool):
+        return None
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    if isinstance(default, int) and default >= 10_000:
+        return f"{default:,}"
+    return str(default)
+
+
+def add_spec_arguments(parser, spec: type, exclude: tuple[str, ...] = (), title: str | None = None):
+    """Add one option per command-line field of the frozen dataclass `spec` (see specs.fields.option): its flag,
+    help and default as the field declares them. Returns the argument group (or the parser)."""
+    target = parser.add_argument_group(title) if title else parser
+    hints = typing.get_type_hints(spec)
+    for field in dataclasses.fields(spec):
+        meta = field.metadata
+        if not meta or not meta.get("cli", True) or field.name in exclude:
+            continue
+        flag = meta.get("flag") or "--" + field.name.replace("_", "-")
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        default = None if required else (
+            field.default if field.default is not dataclasses.MISSING else field.default_factory())  # fmt: skip
+        shown = _shown(default)
+        kw: dict[str, Any] = {"dest": field.name, "default": default,
+                              "help": meta["help"] + (f" (default {shown})" if shown else "")}  # fmt: skip
+        if _base_type(hints[field.name]) is bool and meta.get("parse") is None:
+            kw["action"] = "store_false" if meta.get("negate") else "store_true"
+        else:
+            kw["type"] = _converter(meta["parse"]) if meta.get("parse") else _base_type(hints[field.name])
+            choices = meta.get("choices")
+            if choices is not None:
+                kw["choices"] = choices() if callable(choices) else choices
+            if meta.get("metavar"):
+                kw["metavar"] = meta["metavar"]
+            if meta.get("const") is not None:
+                kw |= {"nargs": "?", "const": meta["const"]}
+            kw["required"] = required
+        target.add_argument(flag, **kw)
+    return target
+
+
+def spec_from_args(spec: type, args: argparse.Namespace, **overrides: Any):
+    """The spec built from the parsed command line (its fields that the parser has), with `overrides`; raises
+    the spec's own SpecError for a bad value."""
+    names = {f.name for f in dataclasses.fields(spec)}
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    return spec(**(values | overrides))
