@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmarks.common import cpu_model
 from evals.coco import STAT_NAMES, evaluate
-from testing.coco import random_coco
+from testing.coco_data import random_coco
 
 
 def plain_pycocotools(gt_path: Path, res_path: Path, iou_type: str) -> tuple[np.ndarray, float]:

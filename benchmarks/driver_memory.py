@@ -58,26 +58,22 @@ def child(kind: str, folder: str) -> None:
     import numpy as np
 
     from exports import coco
-    from pipelines.config import LabelConfig
     from pipelines.finish import export_input
     from pipelines.output import OutputFolder
-    from pipelines.plan import plan_inputs
-    from pipelines.sources import Source, manifest_source
-    from tasks import from_prompt
+    from sources import ITEM_SCHEMA, TableSource, manifest_source
 
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if kind == "export":
         out = OutputFolder(folder)
-        cfg = LabelConfig(checkpoint="m", output=folder)
-        job = export_input(cfg, out, Source("folder", None), ["cat", "dog", "bird"])
+        job = export_input(out, TableSource("folder", ITEM_SCHEMA.empty_table()), ["cat", "dog", "bird"], "m")
         coco.write_results(job, out.root.join("coco_results.json"))
         coco.write_dataset(job, out.root.join("coco_dataset.json"))
         count = out.parts.count()
     else:
         source = manifest_source(Path(folder) / "manifest.parquet")
-        plan = plan_inputs(source, [from_prompt("caption en")], np.empty(0, np.int64), None)
-        count = plan.inputs.num_rows
+        plan = source.plan(["caption en"], np.empty(0, np.int64), None)
+        count = plan.todo.num_rows
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     record = {"rows": count, "extra_mib": (peak - base) / 1024, "peak_mib": peak / 1024, "base_mib": base / 1024}
     print(json.dumps(record | {"seconds": time.perf_counter() - start}))

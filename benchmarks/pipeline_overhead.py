@@ -3,7 +3,7 @@
     python -m benchmarks.pipeline_overhead --size mid --images 96 --batch-size 8 --max-new-tokens 8
 
 The same image files, prompt and batch size go through (a) one process that decodes each batch and calls
-`PaliGemma.generate` in a loop and (b) `pipelines.label.run_label` with 1 and then 2 replicas on a local Ray
+`PaliGemma.generate` in a loop and (b) `pipelines.job.run_label` with 1 and then 2 replicas on a local Ray
 started once. The pipeline's figure is the job's own images/s: from the pipeline's start to its last row written,
 so it includes starting the replica actors and loading the model in them (Ray's own start-up excluded). The
 loop is reported both ways: "loop" times the batches after a warm-up batch, "loop_cold" includes loading the
@@ -47,11 +47,17 @@ def plain_loop(folder: Path, paths: list[Path], batch: int, new_tokens: int) -> 
 
 
 def pipeline(folder: Path, images: Path, out: Path, batch: int, new_tokens: int, replicas: int) -> float:
-    from pipelines.label import LabelConfig, run_label
+    from pipelines.job import run_label
+    from specs.label import LabelJob, OutputSpec, PlacementSpec, ReplicaSpec, SourceSpec, TaskSpec
 
-    cfg = LabelConfig(checkpoint=str(folder), output=str(out), task=PROMPT, images=str(images), replicas=replicas,
-                      batch_size=batch, max_new_tokens=new_tokens, progress=False)  # fmt: skip
-    return run_label(cfg, log=lambda _: None).images_per_s
+    job = LabelJob(
+        source=SourceSpec(images=str(images)),
+        tasks=TaskSpec(task=PROMPT),
+        replica=ReplicaSpec(checkpoint=str(folder), batch_size=batch, max_new_tokens=new_tokens),
+        output=OutputSpec(output=str(out), progress=False),
+        placement=PlacementSpec(replicas=replicas),
+    )
+    return run_label(job, log=lambda _: None).images_per_s
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,5 +1,5 @@
-"""What every export reads: the rows (again and again: exports stream, they never hold a run in memory), the
-class list, the images' file names, and the object filter."""
+"""What every export reads: the rows (again and again: exports stream, they never hold a run in memory), each
+image's rows together, the class list, the images' file names and files, and the object filter."""
 
 from __future__ import annotations
 
@@ -13,21 +13,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labeling.filters import ObjectFilter
-from rows import Row, category_ids, label_key
+from rows import PartStore, Row, category_ids, label_key
+from rows.grouping import rows_by_image
 from storage import Location
 
 
-@dataclass
+def _in_memory_groups(rows: Callable[[], Iterator[Row]]) -> Callable[[], Iterator[list[Row]]]:
+    def groups() -> Iterator[list[Row]]:
+        by_image: dict[int, list[Row]] = {}
+        for row in rows():
+            by_image.setdefault(row["image_id"], []).append(row)
+        yield from by_image.values()
+
+    return groups
+
+
+@dataclass(frozen=True)
 class ExportInput:
-    """rows: a function that iterates the rows from the start each time it is called; categories: [{id, name}]
-    of the classes to export (objects with another label are left out and counted); file_name: an image's
-    name in the export (its source file name); model_version: what Label Studio shows as the predictions' model."""
+    """rows: a function that iterates every row from the start each time it is called; by_image: the same rows
+    as lists of one image's rows each (default: grouped in memory, for small inputs; `from_store` groups a run's
+    parts without holding them); categories: [{id, name}] of the classes to export (objects with another label
+    are left out and counted); file_name: an image's name in the export (its source file name); read_image: row
+    -> the image file's bytes (YOLO and VOC copy the images); model_version: what Label Studio shows as the
+    predictions' model; document_root: Label Studio's LOCAL_FILES_DOCUMENT_ROOT for local images."""
 
     rows: Callable[[], Iterator[Row]]
     categories: list[dict]
+    by_image: Callable[[], Iterator[list[Row]]] | None = None
     file_name: Callable[[Row], str] = lambda row: row["path"]
+    read_image: Callable[[Row], bytes] | None = None
     model_version: str = ""
     object_filter: ObjectFilter = field(default_factory=ObjectFilter)
+    document_root: str | None = None
+
+    @classmethod
+    def from_store(cls, store: PartStore, categories: list[dict], **options) -> ExportInput:
+        """The export input of a run's committed parts."""
+        return cls(rows=store.iter_rows, categories=categories, by_image=lambda: rows_by_image(store), **options)
 
     def class_index(self) -> dict[str, int]:
         """label_key -> position in `categories` (YOLO and Label Studio number classes from 0 in this order)."""
@@ -37,26 +59,17 @@ class ExportInput:
         return category_ids(self.categories)
 
     def labeled_rows(self) -> Iterator[Row]:
-        """Rows that succeeded, one per image (the objects of an image's rows merged, e.g. --per-class), with the
-        filter applied. Rows of one image arrive next to each other (the job writes them image by image); an image
-        whose rows are apart still comes out once per stretch, which exports tolerate as the same file rewritten."""
-        current: Row | None = None
-        for row in self.rows():
-            if row.get("error"):
+        """Rows that succeeded, exactly one per image wherever its rows lie (the objects of an image's rows
+        merged, e.g. --per-class), with the filter applied."""
+        groups = self.by_image or _in_memory_groups(self.rows)
+        for rows in groups():
+            ok = [r for r in rows if not r.get("error")]
+            if not ok:
                 continue
-            if current is not None and current["image_id"] == row["image_id"]:
-                current["objects"] = [*current["objects"], *(row["objects"] or [])]
-                continue
-            if current is not None:
-                yield self._filtered(current)
-            current = dict(row)  # type: ignore[assignment]
-            current["objects"] = list(row["objects"] or [])
-        if current is not None:
-            yield self._filtered(current)
-
-    def _filtered(self, row: Row) -> Row:
-        row["objects"] = self.object_filter(row["objects"]) if self.object_filter.active else row["objects"]
-        return row
+            merged = dict(ok[0]) | {"objects": [o for r in ok for o in r["objects"] or ()]}
+            if self.object_filter.active:
+                merged["objects"] = self.object_filter(merged["objects"])
+            yield merged  # type: ignore[misc]
 
 
 class FlatNames:
@@ -122,12 +135,14 @@ class LocalStage:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def write_in_chunks(job: ExportInput, stage: LocalStage, read_image, save, chunk_size: int = 256) -> dict:
+def write_in_chunks(job: ExportInput, stage: LocalStage, save, chunk_size: int = 256) -> dict:
     """Feed `save(dataset)` supervision DetectionDatasets of at most chunk_size images each (their files copied
     into stage/.sources under unique flat names first), so that memory stays flat however many rows there are.
     Returns counts of images, objects and objects left out (a label outside the classes)."""
     import supervision as sv
 
+    if job.read_image is None:
+        raise ValueError("this export copies the images: the ExportInput needs read_image")
     sources = os.path.join(stage.path, ".sources")
     os.makedirs(sources, exist_ok=True)
     classes = job.class_index()
@@ -146,7 +161,7 @@ def write_in_chunks(job: ExportInput, stage: LocalStage, read_image, save, chunk
     for row in job.labeled_rows():
         local = os.path.join(sources, flat_name(job.file_name(row), row["image_id"]))
         with open(local, "wb") as f:
-            f.write(read_image(row))
+            f.write(job.read_image(row))
         xyxy, class_id, confidence, masks, left_out = object_arrays(row, classes, with_masks=True)
         chunk[local] = sv.Detections(xyxy=xyxy, class_id=class_id, confidence=confidence, mask=masks)
         counts["images"] += 1

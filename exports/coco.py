@@ -1,7 +1,7 @@
 """COCO files from rows, written as they stream: a results list (what pycocotools' loadRes and `python -m evals`
 read) and a full dataset (images, annotations, categories) to train on.
 
-Both go through rows.coco, the conversion `python -m evals` uses, so the job's exports and its scores keep and
+Both go through rows.coco_format, the conversion `python -m evals` uses, so the job's exports and its scores keep and
 drop the same objects (labels matched case- and whitespace-insensitively).
 """
 
@@ -11,7 +11,7 @@ import json
 
 from exports.base import ExportInput
 from rows import ConversionReport, rows_to_coco_results
-from rows.coco import annotation_entry, dataset_categories, image_entry
+from rows.coco_format import annotation_entry, dataset_categories, image_entry
 from storage import Location
 
 
@@ -41,12 +41,12 @@ def write_results(job: ExportInput, out: Location) -> ConversionReport:
     return report
 
 
-def write_dataset(job: ExportInput, out: Location, min_score: float = 0.0) -> int:
-    """coco_dataset.json: every image that decoded (objects or not) and its objects scoring at least min_score;
-    returns the number of annotations. Two passes over the rows: images first, then annotations."""
+def write_dataset(job: ExportInput, out: Location, min_score: float = 0.0) -> dict[str, int]:
+    """coco_dataset.json: every image that decoded (objects or not), once, and its objects scoring at least
+    min_score; returns the numbers of images and annotations. Two passes over the rows: images, then annotations."""
     with out.open_output() as stream:
         stream.write(b'{"info": {"description": "labeled by paligemma-batch (python -m jobs.label)"}, "images": ')
-        _write_json_array(stream, (image_entry(r, job.file_name(r)) for r in job.labeled_rows()))
+        images = _write_json_array(stream, (image_entry(r, job.file_name(r)) for r in job.labeled_rows()))
         stream.write(b', "annotations": ')
 
         def annotations():
@@ -60,11 +60,13 @@ def write_dataset(job: ExportInput, out: Location, min_score: float = 0.0) -> in
 
         count = _write_json_array(stream, annotations())
         stream.write(b', "categories": ' + json.dumps(dataset_categories(job.categories)).encode("utf-8") + b"}")
-    return count
+    return {"images": images, "annotations": count}
 
 
 def write(job: ExportInput, out: Location) -> dict:
+    """exports/coco/: coco_results.json and coco_dataset.json."""
     out.mkdir()
     report = write_results(job, out.join("coco_results.json"))
-    annotations = write_dataset(job, out.join("coco_dataset.json"))
-    return {"results": report.results, "annotations": annotations, "unknown_labels": report.as_dict()["unknown_labels"]}
+    dataset = write_dataset(job, out.join("coco_dataset.json"))
+    return {"images": dataset["images"], "objects": dataset["annotations"], "results": report.results,
+            "annotations": dataset["annotations"], "unknown_labels": report.as_dict()["unknown_labels"]}  # fmt: skip

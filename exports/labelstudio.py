@@ -45,7 +45,7 @@ def label_config(names: list[str]) -> str:
     )
 
 
-def task_for(row, job: ExportInput, classes: dict[str, int], document_root: str | None) -> tuple[dict, int]:
+def task_for(row, job: ExportInput, classes: dict[str, int]) -> tuple[dict, int]:
     try:
         from label_studio_sdk.converter.brush import mask2rle
     except ImportError as e:  # checked by the job before any work; kept for direct callers
@@ -93,19 +93,19 @@ def task_for(row, job: ExportInput, classes: dict[str, int], document_root: str 
         "score": float(np.mean(confidence)) if len(confidence) else 0.0,
         "result": results,
     }
-    task = {"data": {IMAGE: image_url(row["path"], document_root), "image_id": int(row["image_id"])},
+    task = {"data": {IMAGE: image_url(row["path"], job.document_root), "image_id": int(row["image_id"])},
             "predictions": [prediction]}  # fmt: skip
     return task, left_out
 
 
-def write(job: ExportInput, out: Location, document_root: str | None = None) -> dict:
+def write(job: ExportInput, out: Location) -> dict:
     out.mkdir()
     classes = job.class_index()
     counts = {"images": 0, "objects": 0, "left_out": 0}
     with out.join("tasks.json").open_output() as stream:
         stream.write(b"[")
         for row in job.labeled_rows():
-            task, left_out = task_for(row, job, classes, document_root)
+            task, left_out = task_for(row, job, classes)
             stream.write((b",\n" if counts["images"] else b"") + json.dumps(task).encode("utf-8"))
             counts["images"] += 1
             counts["objects"] += sum(r["type"] == "rectanglelabels" for r in task["predictions"][0]["result"])

@@ -9,9 +9,9 @@ from exports.base import ExportInput, LocalStage, write_in_chunks
 from storage import Location
 
 
-def write(job: ExportInput, out: Location, read_image) -> dict:
+def write(job: ExportInput, out: Location) -> dict:
     stage = LocalStage(out)
     images, annotations = os.path.join(stage.path, "images"), os.path.join(stage.path, "annotations")
-    counts = write_in_chunks(job, stage, read_image, lambda ds: ds.as_pascal_voc(images, annotations))
+    counts = write_in_chunks(job, stage, lambda ds: ds.as_pascal_voc(images, annotations))
     stage.upload()
     return counts

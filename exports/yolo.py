@@ -13,12 +13,12 @@ from exports.base import ExportInput, LocalStage, write_in_chunks
 from storage import Location
 
 
-def write(job: ExportInput, out: Location, read_image) -> dict:
+def write(job: ExportInput, out: Location) -> dict:
     import supervision as sv
 
     stage = LocalStage(out)
     images, labels = os.path.join(stage.path, "images"), os.path.join(stage.path, "labels")
-    counts = write_in_chunks(job, stage, read_image, lambda ds: ds.as_yolo(images, labels))
+    counts = write_in_chunks(job, stage, lambda ds: ds.as_yolo(images, labels))
     names = [c["name"] for c in job.categories]
     sv.DetectionDataset(classes=names, images=[], annotations={}).as_yolo(
         data_yaml_path=os.path.join(stage.path, "data.yaml")

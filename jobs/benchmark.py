@@ -27,38 +27,53 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from jobs.cli import Parser, command_parser
+from jobs.cli import Parser, add_spec_arguments, command_parser
 from jobs.label import add_run_arguments, config_from_args, run
 
 
 def build_parser() -> Parser:
+    """The benchmark's command line: its dataset, then the label job's model, replica and output options."""
+    from specs.label import SourceSpec
+
     p = command_parser("python -m jobs.benchmark", __doc__)
-    data = p.add_argument_group("dataset (--coco with --images, or --shapes)")
-    data.add_argument("--coco", help="COCO instances file: the ground truth and the image list")
-    data.add_argument("--images", help="the folder its file_names are relative to")
-    data.add_argument("--task", choices=("detect", "segment"), default="detect", help="(default detect)")
+    data = add_spec_arguments(p, SourceSpec, title="dataset (--coco with --images, or --shapes)",
+                              exclude=("manifest", "parquet", "image_column"))  # fmt: skip
+    from tasks import TASKS, takes_classes
+
+    object_tasks = sorted(name for name in TASKS if takes_classes(name))
+    data.add_argument("--task", choices=object_tasks, default="detect", help="(default detect)")
     data.add_argument("--shapes", type=int, metavar="N", help="held-out synthetic shapes: N scenes and N words")
     data.add_argument("--shapes-seed", type=int, default=777, help="seed of the --shapes set (default 777)")
     add_run_arguments(p)
     return p
 
 
+def job_from_args(args: argparse.Namespace, **source_overrides):
+    """The label job of the benchmark: its dataset's source and task, the label job's other options; None (after
+    printing the one-line error) when they do not fit together."""
+    from specs.fields import SpecError
+
+    try:
+        return config_from_args(args, **source_overrides)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.benchmark`: label and score a COCO set, or the synthetic shapes set."""
     args = build_parser().parse_args(argv)
     if (args.shapes is None) == (args.coco is None):
         print("error: give either --coco with --images, or --shapes N", file=sys.stderr)
         return 2
     if args.shapes is not None:
         return run_shapes(args)
-    if not args.images:
-        print("error: --coco needs --images, the folder its file_names are relative to", file=sys.stderr)
+    from evals.coco import evaluate
+
+    job = job_from_args(args)
+    if job is None:
         return 2
-    try:
-        from evals.coco import evaluate
-    except ImportError as e:
-        print(f"error: evals.coco is not available ({e})", file=sys.stderr)
-        return 2
-    summary, status = run(config_from_args(args))
+    summary, status = run(job)
     if summary is None:
         return status
     from evals.ground_truth import read_json
@@ -67,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     out = locate(args.output)
     rows_ids = {row["image_id"] for row in _rows(args.output)}
     metrics = {"task": args.task, "checkpoint": str(Path(args.checkpoint).absolute()), "gt": args.coco}
-    iou_types = ["bbox"] + (["segm"] if args.task == "segment" and args.vae else [])
+    from tasks import TASKS
+
+    iou_types = ["bbox"] + (["segm"] if TASKS[args.task].decodes_masks and args.vae else [])
     results = read_json(out.join("coco_results.json").uri)
     for iou_type in iou_types:
         try:
@@ -83,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def label_and_score_shapes(cfg, data: Path) -> tuple[object, int, list[dict], dict | None]:
+def label_and_score_shapes(job, data: Path) -> tuple[object, int, list[dict], dict | None]:
     """Label every (image, prompt) of a shapes set (`jobs.make_shapes eval`) with the label job and score the rows.
 
-    cfg: a LabelConfig whose manifest is data/manifest.parquet. Returns (summary, status, rows, scores); summary
+    job: a LabelJob whose manifest is data/manifest.parquet. Returns (summary, status, rows, scores); summary
     and scores are None when the job could not run (status says why, as for jobs.label).
     """
     import pandas as pd
@@ -94,15 +111,16 @@ def label_and_score_shapes(cfg, data: Path) -> tuple[object, int, list[dict], di
     from evals.shapes import shapes_scores
     from rows import read_rows
 
-    summary, status = run(cfg)
+    summary, status = run(job)
     if summary is None:
         return None, status, [], None
     manifest = pd.read_parquet(data / "manifest.parquet").to_dict("records")
-    rows = read_rows(cfg.output)
+    rows = read_rows(job.output.output)
     return summary, status, rows, shapes_scores(rows, manifest, data / "annotations.json")
 
 
 def run_shapes(args: argparse.Namespace) -> int:
+    """--shapes N: draw the held-out set (once per output folder), label it, score it, write metrics.json."""
     from evals.shapes import headline
     from storage import is_uri
     from training.shapes_dataset import write_benchmark_set
@@ -118,8 +136,11 @@ def run_shapes(args: argparse.Namespace) -> int:
     if not (data / "manifest.parquet").is_file():  # the set is a pure function of the seed: --resume redraws nothing
         counts = write_benchmark_set(data, args.shapes, args.shapes, args.shapes_seed)
         print(f"wrote {counts['images']} images and {counts['prompts']} prompts to {data}")
-    args.manifest, args.coco, args.images, args.task = str(data / "manifest.parquet"), None, None, None
-    summary, status, _, scores = label_and_score_shapes(config_from_args(args), data)
+    args.task = None  # every row of the set's manifest brings its prompt
+    job = job_from_args(args, manifest=str(data / "manifest.parquet"), coco=None, images=None)
+    if job is None:
+        return 2
+    summary, status, _, scores = label_and_score_shapes(job, data)
     if summary is None:
         return status
     top = headline(scores)
@@ -139,6 +160,7 @@ def run_shapes(args: argparse.Namespace) -> int:
 
 
 def _rows(out: str) -> list[dict]:
+    """The image ids of a run's rows (what the COCO evaluation is restricted to)."""
     from rows import iter_rows
 
     return list(iter_rows(out, columns=["image_id"]))

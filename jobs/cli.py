@@ -27,6 +27,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one line per error (`error: ...`, exit 2) instead of the usage block."""
 
     def error(self, message: str) -> NoReturn:
+        """argparse's own errors (a missing or malformed option) in the project's one-line form."""
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
@@ -37,11 +38,13 @@ def command_parser(prog: str, doc: str) -> Parser:
 
 
 def fail(message: str) -> int:
+    """Print the one-line error; returns the exit status 2 for the caller to return."""
     print(f"error: {message}", file=sys.stderr)
     return 2
 
 
 def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
     try:
         value = int(text)
     except ValueError:
@@ -56,17 +59,8 @@ def max_pixels(text: str) -> int:
     return positive_int(text)
 
 
-def unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
-    return value
-
-
 def add_max_pixels(p: argparse.ArgumentParser) -> None:
+    """--max-pixels, with the label job's default (SourceSpec.max_pixels)."""
     p.add_argument(
         "--max-pixels",
         type=max_pixels,
@@ -163,10 +157,11 @@ def add_spec_arguments(parser, spec: type, exclude: tuple[str, ...] = (), title:
             choices = meta.get("choices")
             if choices is not None:
                 kw["choices"] = choices() if callable(choices) else choices
-            if meta.get("metavar"):
-                kw["metavar"] = meta["metavar"]
+            kw["metavar"] = meta.get("metavar") or {int: "N", float: "X"}.get(_base_type(hints[field.name]))
             if meta.get("const") is not None:
                 kw |= {"nargs": "?", "const": meta["const"]}
+            if meta.get("repeat"):
+                kw |= {"action": "append", "default": None}
             kw["required"] = required
         target.add_argument(flag, **kw)
     return target
@@ -175,6 +170,12 @@ def add_spec_arguments(parser, spec: type, exclude: tuple[str, ...] = (), title:
 def spec_from_args(spec: type, args: argparse.Namespace, **overrides: Any):
     """The spec built from the parsed command line (its fields that the parser has), with `overrides`; raises
     the spec's own SpecError for a bad value."""
-    names = {f.name for f in dataclasses.fields(spec)}
-    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values = {}
+    for field in dataclasses.fields(spec):
+        if not hasattr(args, field.name):
+            continue
+        value = getattr(args, field.name)
+        if field.metadata.get("repeat"):  # one dict per occurrence of the flag
+            value = {k: v for part in value or () for k, v in part.items()}
+        values[field.name] = value
     return spec(**(values | overrides))

@@ -36,6 +36,7 @@ def measured_headline(checkpoint: Path) -> tuple[int, str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`make demo`: label the examples with the bundled checkpoint, print what it measured and scored."""
     p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default=str(CHECKPOINT))
     p.add_argument("--examples", default=str(EXAMPLES), help="a set written by `jobs.make_shapes eval`")
@@ -46,27 +47,25 @@ def main(argv: list[str] | None = None) -> int:
 
     from evals.shapes import headline
     from jobs.benchmark import label_and_score_shapes
-    from pipelines.label import LabelConfig
+    from specs.label import LabelJob, OutputSpec, ReplicaSpec, SourceSpec, TaskSpec
 
     checkpoint, examples, out = Path(args.checkpoint), Path(args.examples), Path(args.output)
     if out.exists():  # a fresh run each time: the demo shows what this checkout's checkpoint does
         shutil.rmtree(out)
     vae = checkpoint / "vae.npz"
-    cfg = LabelConfig(
-        checkpoint=str(checkpoint),
-        output=str(out),
-        manifest=str(examples / "manifest.parquet"),
-        vae=str(vae) if vae.is_file() else None,
-        max_new_tokens=128,
-        batch_size=16,
-        previews=12,
-        progress=False,
+    job = LabelJob(
+        source=SourceSpec(manifest=str(examples / "manifest.parquet")),
+        tasks=TaskSpec(),  # every row of the manifest brings its prompt
+        replica=ReplicaSpec(
+            checkpoint=str(checkpoint), vae=str(vae) if vae.is_file() else None, max_new_tokens=128, batch_size=16
+        ),  # fmt: skip
+        output=OutputSpec(output=str(out), previews=12, progress=False),
     )
     print(f"checkpoint: {checkpoint}\nexamples:   {examples / 'manifest.parquet'}")
     measured = measured_headline(checkpoint)
     if measured:
         print(f"measured on {measured[0]} held-out scenes (its README.md):  " + measured[1])
-    summary, status, rows, scores = label_and_score_shapes(cfg, examples)
+    summary, status, rows, scores = label_and_score_shapes(job, examples)
     if summary is None:
         return status
     print("\nsome answers:")

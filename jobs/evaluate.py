@@ -17,6 +17,7 @@ from jobs.cli import Parser, fail
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m evals`: score predictions against ground truth; the exit status (see the module docstring)."""
     parser = Parser(prog="python -m evals", description=__doc__.splitlines()[0])
     parser.add_argument("--gt", required=True, type=Path, help="ground-truth JSON")
     parser.add_argument("--pred", required=True, type=Path, help="folder of Parquet part files, or COCO results JSON")

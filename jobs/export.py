@@ -19,26 +19,26 @@ import argparse
 import json
 import sys
 
-from jobs.cli import Parser, UsageError, command_parser, fail, unit_interval
+from jobs.cli import Parser, UsageError, add_spec_arguments, command_parser, fail, spec_from_args
 
 
 def build_parser() -> Parser:
-    p = command_parser("python -m jobs.export", __doc__)
+    """The export command line; the object filter's options come from labeling.ObjectFilter's fields."""
     from exports import FORMATS
+    from labeling.filters import ObjectFilter
 
+    p = command_parser("python -m jobs.export", __doc__)
     p.add_argument("--predictions", required=True, help="a jobs.label output folder (local or URI)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, help="folder (local or URI) to write the export into")
     p.add_argument("--classes", help='classes to export, "cat ; dog" (default: those the run asked for)')
-    p.add_argument("--min-score", type=unit_interval, default=0.0, help="drop objects scoring below this")
-    p.add_argument("--class-thresholds", metavar="CLS=S,...", help='per-class minimum scores, e.g. "cat=0.4,dog=0.6"')
-    p.add_argument("--nms", type=unit_interval, metavar="IOU", help="drop boxes overlapping a better one above IOU")
-    p.add_argument("--class-agnostic-nms", action="store_true", help="NMS across classes, not within each")
+    add_spec_arguments(p, ObjectFilter, title="objects kept")
     p.add_argument("--document-root", help="labelstudio: Label Studio's LOCAL_FILES_DOCUMENT_ROOT for local images")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.export`: one export of an earlier run; prints its counts as JSON."""
     args = build_parser().parse_args(argv)
     try:
         counts = export(args)
@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def export(args: argparse.Namespace) -> dict:
-    from exports.base import ExportInput
-    from labeling.filters import ObjectFilter, parse_class_thresholds
-    from pipelines.finish import object_classes, write_export
+    """Write the export the arguments ask for; UsageError for a run or an output that cannot be used."""
+    from labeling.filters import ObjectFilter
+    from pipelines.finish import export_input, labeled_image_ids, object_classes, write_export
     from pipelines.output import OutputError, OutputFolder
-    from rows import categories_for
+    from sources import read_record
     from storage import StorageError
     from tasks import parse_classes
 
@@ -64,43 +64,18 @@ def export(args: argparse.Namespace) -> dict:
         target = OutputFolder(args.output).root
         if target.is_file():
             raise UsageError(f"--output {args.output}: is a file, not a folder")
-        object_filter = ObjectFilter(args.min_score, parse_class_thresholds(args.class_thresholds), args.nms,
-                                     args.class_agnostic_nms)  # fmt: skip
+        object_filter = spec_from_args(ObjectFilter, args)
+        source = read_record(run.root)
     except (OutputError, StorageError, ValueError) as e:
         raise UsageError(str(e)) from None
     classes = parse_classes(args.classes) if args.classes else object_classes([], run)
     if not classes:
         raise UsageError(f"--predictions {args.predictions}: the run has no detect/segment rows (give --classes)")
-    source = read_source(run)
-    job = ExportInput(
-        rows=lambda: run.parts.iter_rows(),
-        categories=categories_for(classes, source.categories),
-        model_version=json.loads(run.root.join("run.json").read_text()).get("checkpoint", "").rsplit("/", 1)[-1]
-        if run.root.join("run.json").is_file()
-        else "",
-        object_filter=object_filter,
-    )
-    if args.format == "labelstudio":
-        from exports import labelstudio
-
-        return labelstudio.write(job, target, args.document_root)
-    return write_export(args.format, job, target, source)
-
-
-def read_source(run) -> object:
-    """The run's source as far as exports need it (a Parquet dataset's location, to read its images back)."""
-    from pipelines.sources import Source
-
-    loc = run.root.join("source.json")
-    if not loc.is_file():
-        return Source("folder", None)
-    d = json.loads(loc.read_text())
-    if d.get("kind") == "parquet":
-        return Source("parquet", None, parquet=d["location"], image_column=d["image_column"],
-                      columns=tuple(d.get("columns", ())))  # fmt: skip
-    from pipelines.sources import ITEM_SCHEMA
-
-    return Source(d.get("kind", "folder"), ITEM_SCHEMA.empty_table(), tuple(d.get("categories", ())))
+    settings = json.loads(run.root.join("run.json").read_text()) if run.root.join("run.json").is_file() else {}
+    model_version = settings.get("checkpoint", "").rstrip("/").rsplit("/", 1)[-1]
+    with source.images(labeled_image_ids(run)) as read_image:
+        job = export_input(run, source, classes, model_version, object_filter, read_image, args.document_root)
+        return write_export(args.format, job, target)
 
 
 if __name__ == "__main__":

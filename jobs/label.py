@@ -30,176 +30,48 @@ import argparse
 import shlex
 import sys
 
-from jobs.cli import Parser, add_max_pixels, command_parser, positive_int, unit_interval
-from tasks import TASKS
+from jobs.cli import Parser, add_spec_arguments, command_parser, spec_from_args
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Model, replica and output flags shared with `python -m jobs.benchmark`."""
-    task = p.add_argument_group("generation")
-    task.add_argument("--max-new-tokens", type=positive_int, default=64, help="answer length limit (default 64)")
-    task.add_argument("--vae", help="big_vision's vae-oid.npz, to decode segment masks (boxes only without it)")
-    model = p.add_argument_group("model and replicas")
-    model.add_argument("--checkpoint", required=True, help="Hugging Face PaliGemma folder (safetensors)")
-    model.add_argument(
-        "--backend",
-        choices=("native", "transformers"),
-        default="native",
-        help="our model (default) or transformers' PaliGemmaForConditionalGeneration",
-    )
-    model.add_argument("--replicas", type=positive_int, default=1, help="model replicas, one Ray actor each")
-    model.add_argument("--gpus-per-replica", type=float, help="GPUs per replica, may be fractional (default 1 on cuda)")
-    model.add_argument(
-        "--cpus-per-replica",
-        type=float,
-        help="CPUs Ray reserves per replica (default: 1, less when that would leave no CPU to decode)",
-    )
-    model.add_argument(
-        "--threads-per-replica", type=positive_int, help="torch threads in a CPU replica (default: CPUs/replicas)"
-    )
-    model.add_argument(
-        "--batch-size", type=positive_int, default=8, help="rows handed to a replica at once (default 8)"
-    )
-    model.add_argument(
-        "--in-flight",
-        type=positive_int,
-        help="rows generating at once in a replica; a finished row's slot takes the next row at once "
-        "(default: what the device's memory holds, at most the batch)",
-    )
-    model.add_argument("--compile", action="store_true", help="compile the decode step (slower start, faster steps)")
-    model.add_argument("--device", choices=("cpu", "cuda"), help="where replicas run (default cpu)")
-    model.add_argument("--dtype", help="float32 (default), bf16 or fp16")
-    model.add_argument(
-        "--retries", type=int, default=2, help="times a batch is redone after its replica died (default 2)"
-    )
-    model.add_argument(
-        "--replica-resource",
-        action="append",
-        metavar="NAME=AMOUNT",
-        help="a custom Ray resource each replica needs (places replicas on the nodes that have it); repeatable",
-    )
-    model.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a private local Ray)")
-    out = p.add_argument_group("output")
-    out.add_argument("--output", required=True, help="output folder or URI (absolute under ray job submit)")
-    out.add_argument("--resume", action="store_true", help="continue a stopped run: skip inputs already written")
-    out.add_argument(
-        "--retry-errors",
-        nargs="?",
-        const="default",
-        metavar="KINDS",
-        help="with --resume: label failed rows again (default kinds: read, generation, replica; or 'all', or a "
-        "list such as read,decode)",
-    )
-    out.add_argument("--limit", type=positive_int, help="only the first N inputs of the source (a quick trial)")
-    add_max_pixels(out)
-    out.add_argument("--rows-per-part", type=positive_int, default=1000, help="rows per Parquet part (default 1000)")
-    out.add_argument("--no-progress", action="store_true", help="no progress bars")
-    out.add_argument("--verbose", action="store_true", help="show everything Ray logs, warnings included")
+    """Model, replica, placement and output flags, shared with `python -m jobs.benchmark` (from the specs' fields)."""
+    from specs.label import OutputSpec, PlacementSpec, ReplicaSpec
 
-
-def add_object_arguments(p: argparse.ArgumentParser) -> None:
-    """Score thresholds and NMS, applied to the rows (and so to every export); recorded for --resume."""
-    g = p.add_argument_group("objects kept (detect/segment)")
-    g.add_argument("--min-score", type=unit_interval, default=0.0, help="drop objects scoring below this")
-    g.add_argument("--class-thresholds", metavar="CLS=S,...", help='per-class minimum scores, e.g. "cat=0.4,dog=0.6"')
-    g.add_argument("--nms", type=unit_interval, metavar="IOU", help="drop boxes overlapping a better one above IOU")
-    g.add_argument("--class-agnostic-nms", action="store_true", help="NMS across classes, not within each")
+    add_spec_arguments(p, ReplicaSpec, title="model and replicas")
+    add_spec_arguments(p, PlacementSpec, title="placement on the Ray cluster")
+    add_spec_arguments(p, OutputSpec, title="output", exclude=("previews", "exports"))
 
 
 def build_parser() -> Parser:
+    """The label job's command line: every option from the fields of specs/label.py."""
+    from labeling.filters import ObjectFilter
+    from specs.label import OutputSpec, SourceSpec, TaskSpec
+
     p = command_parser("python -m jobs.label", __doc__)
-    src = p.add_argument_group("inputs")
-    src.add_argument("--images", help="image folder or URI prefix (searched recursively), or the image root of --coco")
-    src.add_argument("--coco", help="COCO annotation file: label its images, keep its image and category ids")
-    src.add_argument("--manifest", help="Parquet or CSV with a path column, optional prompt and image_id columns")
-    src.add_argument("--parquet", help="Parquet dataset (file, folder or URI) whose rows hold the image bytes")
-    src.add_argument("--image-column", help="--parquet: the column with the images (default: image)")
-    task = p.add_argument_group("task")
-    task.add_argument("--task", choices=sorted(TASKS), help="what to ask (optional when every input has a prompt)")
-    task.add_argument("--classes", help='detect/segment classes, "cat ; dog" (default for --coco: its categories)')
-    task.add_argument(
-        "--per-class", action="store_true", help="detect/segment: ask for one class per prompt (a row per class)"
-    )
-    task.add_argument("--prompt", help="the question for --task answer, the whole prompt for --task raw")
-    task.add_argument("--lang", help="language for caption/describe/answer (default en)")
+    add_spec_arguments(p, SourceSpec, title="inputs")
+    add_spec_arguments(p, TaskSpec, title="task")
     add_run_arguments(p)
-    add_object_arguments(p)
-    extra = p.add_argument_group("labeling outputs")
-    extra.add_argument("--previews", type=int, default=0, metavar="N", help="draw the first N labeled images")
-    extra.add_argument(
-        "--export", metavar="FORMATS", help="also write coco, yolo, voc and/or labelstudio, e.g. yolo,voc"
-    )
+    add_spec_arguments(p, ObjectFilter, title="objects kept (detect/segment)")
+    outputs = p.add_argument_group("labeling outputs")
+    add_spec_arguments(outputs, OutputSpec, exclude=tuple(n for n in OutputSpec.__dataclass_fields__
+                                                          if n not in ("previews", "exports")))  # fmt: skip
     return p
 
 
-def config_from_args(args: argparse.Namespace):
-    from labeling.errors import parse_kinds
-    from labeling.filters import parse_class_thresholds
-    from pipelines.config import ConfigError, LabelConfig
+def config_from_args(args: argparse.Namespace, **source_overrides):
+    """The LabelJob a parsed command line asks for; raises SpecError (one line naming the option).
+    source_overrides: SourceSpec fields set by the caller (jobs.benchmark's drawn shapes set)."""
+    from labeling.filters import ObjectFilter
+    from specs.label import LabelJob, OutputSpec, PlacementSpec, ReplicaSpec, SourceSpec, TaskSpec
 
-    try:
-        resources = parse_resources(args.replica_resource or [])
-        thresholds = parse_class_thresholds(getattr(args, "class_thresholds", None))
-        retry = parse_kinds(args.retry_errors) if args.retry_errors is not None else ()
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    exports = tuple(f.strip() for f in (getattr(args, "export", None) or "").split(",") if f.strip())
-    return LabelConfig(
-        checkpoint=args.checkpoint,
-        output=args.output,
-        task=args.task,
-        classes=getattr(args, "classes", None),
-        per_class=getattr(args, "per_class", False),
-        prompt=getattr(args, "prompt", None),
-        lang=getattr(args, "lang", None),
-        images=args.images,
-        coco=args.coco,
-        manifest=getattr(args, "manifest", None),
-        parquet=getattr(args, "parquet", None),
-        image_column=getattr(args, "image_column", None),
-        replicas=args.replicas,
-        gpus_per_replica=args.gpus_per_replica,
-        cpus_per_replica=args.cpus_per_replica,
-        threads_per_replica=args.threads_per_replica,
-        replica_resources=resources,
-        batch_size=args.batch_size,
-        in_flight=args.in_flight,
-        compile=args.compile,
-        device=args.device,
-        dtype=args.dtype,
-        backend=args.backend,
-        vae=args.vae,
-        max_new_tokens=args.max_new_tokens,
-        resume=args.resume,
-        retry_errors=retry,
-        retries=args.retries,
-        limit=args.limit,
-        previews=getattr(args, "previews", 0),
-        min_score=getattr(args, "min_score", 0.0),
-        class_thresholds=thresholds,
-        nms_iou=getattr(args, "nms", None),
-        class_agnostic_nms=getattr(args, "class_agnostic_nms", False),
-        exports=exports,
-        max_pixels=args.max_pixels,
-        rows_per_part=args.rows_per_part,
-        address=args.address,
-        progress=not args.no_progress,
-        verbose=args.verbose,
+    return LabelJob(
+        source=spec_from_args(SourceSpec, args, **source_overrides),
+        tasks=spec_from_args(TaskSpec, args),
+        replica=spec_from_args(ReplicaSpec, args),
+        output=spec_from_args(OutputSpec, args),
+        placement=spec_from_args(PlacementSpec, args),
+        objects=spec_from_args(ObjectFilter, args),
     )
-
-
-def parse_resources(entries: list[str]) -> dict[str, float]:
-    """--replica-resource NAME=AMOUNT entries -> {NAME: AMOUNT}."""
-    out = {}
-    for entry in entries:
-        name, sep, amount = entry.partition("=")
-        try:
-            if not name.strip():
-                raise ValueError
-            out[name.strip()] = float(amount) if sep else 1.0
-        except ValueError:
-            raise ValueError(f"--replica-resource: expected NAME=AMOUNT, got {entry!r}") from None
-    return out
 
 
 def resume_command(argv: list[str] | None) -> str:
@@ -210,15 +82,15 @@ def resume_command(argv: list[str] | None) -> str:
     return "python -m jobs.label " + shlex.join(args)
 
 
-def run(cfg, argv: list[str] | None = None, replica_class=None):
+def run(job, argv: list[str] | None = None, replica_class=None):
     """run_label with the exit-status rules: (summary, 0), (summary, 1) when every input failed, (None, 1 or 2),
     and (None, 130/143) when interrupted."""
-    from pipelines.config import ConfigError
-    from pipelines.label import Interrupted, run_label
+    from pipelines.job import Interrupted, run_label
+    from specs.fields import SpecError
 
     try:
-        summary = run_label(cfg, replica_class=replica_class) if replica_class else run_label(cfg)
-    except ConfigError as e:
+        summary = run_label(job, replica_class=replica_class) if replica_class else run_label(job)
+    except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return None, 2
     except Interrupted as e:
@@ -231,22 +103,23 @@ def run(cfg, argv: list[str] | None = None, replica_class=None):
         print(f"error: the labeling job failed: {type(e).__name__}: {e}", file=sys.stderr)
         return None, 1
     print(summary.line(), flush=True)
-    if summary.inputs and summary.total_errors == summary.total_rows:  # this sitting's rows are in the output
+    if summary.rows and summary.total_errors == summary.total_rows:  # this sitting's rows are in the output
         print("error: every input failed (see the error column)", file=sys.stderr)
         return summary, 1
     return summary, 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.config import ConfigError
+    """`python -m jobs.label`: parse, check, run; the exit status (see the module docstring)."""
+    from specs.fields import SpecError
 
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
-    except ConfigError as e:
+        job = config_from_args(args)
+    except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run(cfg, argv)[1]
+    return run(job, argv)[1]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.make_shapes`: write a shapes training set or held-out set to disk."""
     p = argparse.ArgumentParser(
         prog="python -m jobs.make_shapes",
         description=__doc__.split("\n")[0],

@@ -29,6 +29,7 @@ from jobs.cli import (
 
 
 def build_parser() -> Parser:
+    """`python -m model`'s command line."""
     p = Parser(prog="python -m model", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", required=True, type=Path, help="Hugging Face PaliGemma folder (safetensors)")
     p.add_argument("--image", required=True, help="an image file (local path or URI)")
@@ -49,6 +50,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Check the arguments, load the model, answer the one image, print (and draw) the answer."""
 
     from tasks import from_prompt
 
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def load_model(args):
+    """The checkpoint as the arguments ask for it; UsageError (one line) when it cannot be loaded."""
     from model import CheckpointError, PaliGemma
 
     try:
@@ -103,6 +106,7 @@ def load_model(args):
 
 
 def report(args, model, image, labeled) -> None:
+    """Print the answer (text or objects, or JSON with --json) and save the drawing with --save."""
     from tasks import ObjectsResult
 
     row, result, gen = labeled.row, labeled.result, labeled.generation

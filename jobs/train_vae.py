@@ -15,6 +15,7 @@ import torch
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.train_vae`: train the mask VQ-VAE on the shapes' masks and save it."""
     p = argparse.ArgumentParser(prog="python -m jobs.train_vae", description=__doc__.split("\n")[0])
     p.add_argument("--output", required=True, help="the .npz file to write")
     p.add_argument("--seed", type=int, default=0, help="data and initialization seed (default 0)")

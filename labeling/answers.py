@@ -1,4 +1,4 @@
-"""Generate, then read: images and tasks in, output rows out. The one place where an answer becomes a row.
+"""Answers to rows: generate, then read each answer. The one place where an answer becomes a row.
 
 The replicas of the label job, the web page, the single-image command and the evaluation during training all
 call `label_batch`, so a row means the same thing wherever it was made. It never raises for one bad input:
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from labeling.backends import Backend
+from labeling.errors import GENERATION, PARSE
 from model import PaliGemma
 from model.generation import Generation
 from rows import Row
@@ -33,7 +35,7 @@ class Labeled:
 
 
 def label_batch(
-    model,
+    model: Backend,
     tasks: Sequence[Task],
     images: Sequence[Image.Image | np.ndarray],
     *,
@@ -47,7 +49,7 @@ def label_batch(
 ) -> list[Labeled]:
     """Answer task i about image i, for every i, in one batched generate call.
 
-    model: a PaliGemma or any backend with the same `generate` (see labeling.backends).
+    model: a PaliGemma or any backend with the same `generate` (labeling.backends.Backend).
     images: PIL images, or uint8 H x W x 3 arrays (the label job sends its decoded pixels as they are).
     sizes: the original (width, height) of each image when `images` were resized before (boxes and masks are
     placed in the original's pixels); the images' own sizes by default.
@@ -60,50 +62,43 @@ def label_batch(
     paths = list(paths) if paths is not None else [""] * n
     sizes = list(sizes) if sizes is not None else [_size(im) for im in images]
     prompts = [t.prompt() for t in tasks]
-    parsed: dict[int, tuple[Generation, Future]] = {}
+    streamed: dict[int, tuple[Generation, Future]] = {}
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1) as parser:
 
-        def read(i: int, gen: Generation) -> None:  # runs while the other rows are still being generated
-            parsed[i] = gen, parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
+        def read(i: int, gen: Generation) -> Future:
+            return parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
 
         options = dict(generate_options)
         if isinstance(model, PaliGemma) or getattr(model, "streams_results", False):
-            options["on_result"] = read
+            # Parse each answer while the other rows are still being generated.
+            options["on_result"] = lambda i, gen: streamed.__setitem__(i, (gen, read(i, gen)))
         generations = _generate(model, list(images), prompts, max_new_tokens, options)
         seconds = (time.perf_counter() - start) / max(n, 1)
         out = []
         for i, gen in enumerate(generations):
             width, height = sizes[i]
-            row = Row(
-                image_id=int(image_ids[i]),
-                path=str(paths[i]),
-                width=int(width),
-                height=int(height),
-                task=tasks[i].name,
-                prompt=prompts[i],
-                text="",
-                objects=[],
-                error=None,
-                model=model_name,
-                seconds=0.0,
-            )
+            row = Row(image_id=int(image_ids[i]), path=str(paths[i]), width=int(width), height=int(height),
+                      task=tasks[i].name, prompt=prompts[i], text="", objects=[], error=None, error_kind=None,
+                      model=model_name, seconds=0.0)  # fmt: skip
             if isinstance(gen, str):
-                row["error"] = gen
-                out.append(Labeled(row, None, None))
+                out.append(Labeled(row | {"error": gen, "error_kind": GENERATION}, None, None))  # type: ignore[arg-type]
                 continue
-            row["text"], row["seconds"] = gen.text, seconds
-            early = parsed.get(i)
-            if early is None or early[0] is not gen:  # not streamed, or not the generation returned
-                early = gen, parser.submit(_read, tasks[i], gen, sizes[i], mask_decoder)
-            result = early[1].result()
-            if isinstance(result, str):
-                row["error"] = result
-                out.append(Labeled(row, None, gen))
-                continue
-            row["objects"] = result.object_rows()
-            out.append(Labeled(row, result, gen))
+            early = streamed.get(i)
+            # Use the streamed parse only when it is of this very generation (a retried row is parsed anew).
+            future = early[1] if early is not None and early[0] is gen else read(i, gen)
+            out.append(_labeled(row, gen, seconds, future.result()))
     return out
+
+
+def _labeled(row: Row, gen: Generation, seconds: float, result) -> Labeled:
+    """The row of a generation and its parse (or the parser's error message: the text is kept)."""
+    row["text"], row["seconds"] = gen.text, seconds
+    if isinstance(result, str):
+        row["error"], row["error_kind"] = result, PARSE
+        return Labeled(row, None, gen)
+    row["objects"] = result.object_rows()
+    return Labeled(row, result, gen)
 
 
 def _size(image) -> tuple[int, int]:

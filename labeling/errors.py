@@ -1,4 +1,6 @@
-"""The kinds of error a row can carry, recognized by the start of its message, and which ones a retry can fix.
+"""The kinds of error a row can carry, and which ones a retry can fix. Each error row is made with its kind
+(rows.error_row(..., kind)), stored in the row's `error_kind` column, so choosing what to retry never depends
+on the wording of a message.
 
     read        the file could not be read (a network share or bucket that failed for a moment)
     decode      the bytes are not an image Pillow reads, or the file is empty
@@ -13,26 +15,11 @@ by default (they may pass another time); decode, too-large and parse errors woul
 
 from __future__ import annotations
 
-KINDS = ("read", "decode", "too-large", "generation", "replica", "parse")
-RETRIED_BY_DEFAULT = ("read", "generation", "replica")
-
-_PREFIXES = (
-    ("cannot read file", "read"),
-    ("cannot decode image", "decode"),
-    ("empty file", "decode"),
-    ("image is ", "too-large"),
-    ("generation failed", "generation"),
-    ("replica died", "replica"),
-    ("cannot parse the answer", "parse"),
-)
-
-
-def error_kind(message: str) -> str:
-    """The kind of an error message (see the module docstring); "other" for a message none of ours starts with."""
-    for prefix, kind in _PREFIXES:
-        if message.startswith(prefix):
-            return kind
-    return "other"
+READ, DECODE, TOO_LARGE, GENERATION, REPLICA, PARSE = "read", "decode", "too-large", "generation", "replica", "parse"
+KINDS = (READ, DECODE, TOO_LARGE, GENERATION, REPLICA, PARSE)
+# An error row of an output written before rows carried their kind, whose message matches none of ours.
+OTHER = "other"
+RETRIED_BY_DEFAULT = (READ, GENERATION, REPLICA)
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
@@ -40,7 +27,7 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     if text in ("", "default"):
         return RETRIED_BY_DEFAULT
     if text == "all":
-        return (*KINDS, "other")
+        return (*KINDS, OTHER)
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:

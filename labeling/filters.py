@@ -10,11 +10,28 @@ never suppress others.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from rows import ObjectRow, label_key
+from specs.fields import SpecError, check, option
+
+
+def parse_class_thresholds(text: str | None) -> dict[str, float]:
+    """'cat=0.4,dog=0.6' -> {'cat': 0.4, 'dog': 0.6}; ValueError naming the bad entry."""
+    out: dict[str, float] = {}
+    for entry in (text or "").split(","):
+        if not entry.strip():
+            continue
+        name, sep, value = entry.rpartition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--class-thresholds: expected NAME=SCORE entries like 'cat=0.4', got {entry!r}") from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -23,17 +40,21 @@ class ObjectFilter:
     min_score for that label (labels compared as rows.label_key does); nms_iou: boxes overlapping a
     higher-scoring box of the same label (any label with class_agnostic) by more than this IoU are dropped."""
 
-    min_score: float = 0.0
-    class_thresholds: dict[str, float] = field(default_factory=dict)
-    nms_iou: float | None = None
-    class_agnostic: bool = False
+    min_score: float = option(0.0, help="drop objects scoring below this")
+    class_thresholds: dict[str, float] = option(help='per-class minimum scores, e.g. "cat=0.4,dog=0.6"',
+                                                parse=parse_class_thresholds, metavar="CLS=S,...",
+                                                default_factory=dict)  # fmt: skip
+    nms_iou: float | None = option(None, flag="--nms", metavar="IOU",
+                                   help="drop boxes overlapping a better one of their class above IOU")  # fmt: skip
+    class_agnostic: bool = option(False, flag="--class-agnostic-nms", help="NMS across classes, not within each")
 
     def __post_init__(self) -> None:
-        for name, value in [("min_score", self.min_score), *self.class_thresholds.items()]:
+        check(0.0 <= self.min_score <= 1.0, self, "min_score", f"must be a number in [0, 1], got {self.min_score}")
+        for name, value in self.class_thresholds.items():
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"score thresholds lie in [0, 1], got {value} for {name}")
-        if self.nms_iou is not None and not 0.0 < self.nms_iou <= 1.0:
-            raise ValueError(f"--nms takes an IoU in (0, 1], got {self.nms_iou}")
+                raise SpecError(f"--class-thresholds: scores lie in [0, 1], got {value} for {name}")
+        check(self.nms_iou is None or 0.0 < self.nms_iou <= 1.0, self, "nms_iou",
+              f"takes an IoU in (0, 1], got {self.nms_iou}")  # fmt: skip
         keyed = {label_key(k): float(v) for k, v in self.class_thresholds.items()}
         object.__setattr__(self, "class_thresholds", keyed)
 
@@ -76,19 +97,3 @@ def _nms(objects: list[ObjectRow], iou: float, class_agnostic: bool) -> list[int
     )
     kept = detections.with_nms(threshold=iou, class_agnostic=class_agnostic)
     return sorted(int(i) for i in kept.data["index"])
-
-
-def parse_class_thresholds(text: str | None) -> dict[str, float]:
-    """'cat=0.4,dog=0.6' -> {'cat': 0.4, 'dog': 0.6}; ValueError naming the bad entry."""
-    out: dict[str, float] = {}
-    for entry in (text or "").split(","):
-        if not entry.strip():
-            continue
-        name, sep, value = entry.rpartition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"--class-thresholds: expected NAME=SCORE entries like 'cat=0.4', got {entry!r}") from None
-    return out

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from labeling.errors import DECODE, READ, TOO_LARGE
 from storage import read_bytes
 
 # Pillow's own limit (89.5 Mpx warns, twice that raises); ours is checked before any pixel is decoded.
@@ -22,7 +23,11 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 
 class ImageDecodeError(ValueError):
-    pass
+    """Bytes that are no image we read (kind "decode") or an image over the pixel limit (kind "too-large")."""
+
+    def __init__(self, message: str, kind: str = DECODE):
+        super().__init__(message)
+        self.kind = kind
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -62,7 +67,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             if width * height > max_pixels:
                 raise ImageDecodeError(
                     f"image is {width}x{height} = {width * height} pixels, more than the limit of {max_pixels} "
-                    "(--max-pixels)"
+                    "(--max-pixels)",
+                    TOO_LARGE,
                 )
             image.load()  # a truncated file fails here, not later in another stage
             image = ImageOps.exif_transpose(image)
@@ -86,8 +92,8 @@ def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """One input row (image_id, path, prompt[, bytes]) -> the row plus width, height, pixels, error.
 
     The image comes from the row's `bytes` when it has them (a Parquet dataset's rows), from its path otherwise.
-    Never raises for a bad image: the error goes into the row ("" when there is none, so that the column's Arrow
-    type is a string in every block) and the replica passes it through.
+    Never raises for a bad image: the error and its kind go into the row ("" when there is none, so that the
+    columns' Arrow type is a string in every block) and the replica passes them through.
     """
     out = {k: v for k, v in row.items() if k != "bytes"}
     try:
@@ -96,9 +102,11 @@ def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
         out["width"], out["height"] = image.width, image.height
         resized = image.resize((size, size), Image.Resampling.BICUBIC)
         out["pixels"] = np.asarray(resized, dtype=np.uint8)
-        out["error"] = ""
+        out["error"], out["error_kind"] = "", ""
     except (OSError, ImageDecodeError) as e:
         out["width"], out["height"] = 0, 0
         out["pixels"] = np.zeros((size, size, 3), dtype=np.uint8)
-        out["error"] = str(e) if isinstance(e, ImageDecodeError) else f"cannot read file: {e}"
+        decoding = isinstance(e, ImageDecodeError)
+        out["error"] = str(e) if decoding else f"cannot read file: {e}"
+        out["error_kind"] = e.kind if decoding else READ
     return out

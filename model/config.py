@@ -18,7 +18,7 @@ class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded; the message names the file and, where there is one, the key."""
 
 
-class ConfigError(CheckpointError):
+class ModelConfigError(CheckpointError):
     """A config.json that we cannot turn into a network; the message names the file and the key."""
 
 
@@ -70,15 +70,17 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         if self.family not in ("gemma", "gemma2"):
-            raise ConfigError(f"text family must be 'gemma' or 'gemma2', got {self.family!r}")
+            raise ModelConfigError(f"text family must be 'gemma' or 'gemma2', got {self.family!r}")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+            raise ModelConfigError(
+                f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
         if self.layer_types and len(self.layer_types) != self.num_layers:
-            raise ConfigError(f"expected {self.num_layers} layer_types but got {len(self.layer_types)}")
+            raise ModelConfigError(f"expected {self.num_layers} layer_types but got {len(self.layer_types)}")
         if any(t not in ("full", "sliding") for t in self.layer_types):
-            raise ConfigError(f"layer_types must be 'full' or 'sliding', got {self.layer_types}")
+            raise ModelConfigError(f"layer_types must be 'full' or 'sliding', got {self.layer_types}")
         if "sliding" in self.layer_types and not self.sliding_window:
-            raise ConfigError("sliding layers need a sliding_window")
+            raise ModelConfigError("sliding layers need a sliding_window")
 
     @property
     def attention_scale(self) -> float:
@@ -101,7 +103,7 @@ class PaliGemmaConfig:
 
     def __post_init__(self) -> None:
         if self.projection_dim != self.text.hidden_size:
-            raise ConfigError(
+            raise ModelConfigError(
                 f"projection_dim ({self.projection_dim}) must equal the text hidden_size ({self.text.hidden_size}): "
                 "image features are inserted among the text embeddings"
             )
@@ -128,15 +130,15 @@ class PaliGemmaConfig:
     def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> PaliGemmaConfig:
         """Build a config from the dict in a Hugging Face PaliGemma `config.json` (transformers 4.x or 5.x)."""
         if d.get("model_type") != "paligemma":
-            raise ConfigError(f"{source}: key 'model_type' is {d.get('model_type')!r}, expected 'paligemma'")
+            raise ModelConfigError(f"{source}: key 'model_type' is {d.get('model_type')!r}, expected 'paligemma'")
         v = _require(d, "vision_config", source)
         t = _require(d, "text_config", source)
         vsrc, tsrc = f"{source}: vision_config", f"{source}: text_config"
         if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
-            raise ConfigError(f"{vsrc}.model_type is {v.get('model_type')!r}, expected 'siglip_vision_model'")
+            raise ModelConfigError(f"{vsrc}.model_type is {v.get('model_type')!r}, expected 'siglip_vision_model'")
         act = v.get("hidden_act", "gelu_pytorch_tanh")
         if act not in GELU_TANH_NAMES:
-            raise ConfigError(f"{vsrc}.hidden_act is {act!r}; only the tanh GELU is implemented")
+            raise ModelConfigError(f"{vsrc}.hidden_act is {act!r}; only the tanh GELU is implemented")
         vision = VisionConfig(
             hidden_size=v.get("hidden_size", 1152),
             intermediate_size=v.get("intermediate_size", 4304),
@@ -150,13 +152,15 @@ class PaliGemmaConfig:
 
         family = t.get("model_type", "gemma")
         if family not in ("gemma", "gemma2"):
-            raise ConfigError(f"{tsrc}.model_type is {family!r}, expected 'gemma' or 'gemma2'")
+            raise ModelConfigError(f"{tsrc}.model_type is {family!r}, expected 'gemma' or 'gemma2'")
         act = t.get("hidden_activation") or t.get("hidden_act") or "gelu_pytorch_tanh"
         if act not in GELU_TANH_NAMES:
-            raise ConfigError(f"{tsrc}.hidden_activation is {act!r}; only the tanh GELU is implemented")
+            raise ModelConfigError(f"{tsrc}.hidden_activation is {act!r}; only the tanh GELU is implemented")
         rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
         if rope.get("rope_type", rope.get("type", "default")) != "default":
-            raise ConfigError(f"{tsrc}.rope_parameters asks for {rope.get('rope_type')!r}; only default RoPE exists")
+            raise ModelConfigError(
+                f"{tsrc}.rope_parameters asks for {rope.get('rope_type')!r}; only default RoPE exists"
+            )
         theta = rope.get("rope_theta", t.get("rope_theta", 10000.0))
         hidden, heads = t.get("hidden_size", 2048), t.get("num_attention_heads", 8)
         num_layers = t.get("num_hidden_layers", 18)
@@ -168,7 +172,7 @@ class PaliGemmaConfig:
             ]
             names = {"sliding_attention": "sliding", "full_attention": "full"}
             if any(x not in names for x in hf_types):
-                raise ConfigError(f"{tsrc}.layer_types has an unknown entry: {hf_types}")
+                raise ModelConfigError(f"{tsrc}.layer_types has an unknown entry: {hf_types}")
             layer_types = tuple(names[x] for x in hf_types)
         text = TextConfig(
             family=family,
@@ -189,7 +193,7 @@ class PaliGemmaConfig:
         )
         image_token = d.get("image_token_index", d.get("image_token_id"))
         if image_token is None:
-            raise ConfigError(f"{source}: key 'image_token_index' is missing")
+            raise ModelConfigError(f"{source}: key 'image_token_index' is missing")
         return cls(
             vision=vision,
             text=text,
@@ -255,7 +259,7 @@ class PaliGemmaConfig:
 
 def _require(d: dict[str, Any], key: str, source: str) -> dict[str, Any]:
     if not isinstance(d.get(key), dict):
-        raise ConfigError(f"{source}: key {key!r} is missing or not an object")
+        raise ModelConfigError(f"{source}: key {key!r} is missing or not an object")
     return d[key]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .config import CheckpointError, ConfigError, PaliGemmaConfig
+from .config import CheckpointError, ModelConfigError, PaliGemmaConfig
 from .image_processing import ImageProcessor
 from .tokenizer import PromptTokenizer
 
@@ -81,7 +81,7 @@ def read_config(folder: Path) -> PaliGemmaConfig:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
     try:
         return PaliGemmaConfig.from_hf_dict(d, source=str(path))
-    except ConfigError as e:
+    except ModelConfigError as e:
         raise CheckpointError(str(e)) from e
 
 

@@ -1,148 +1,102 @@
 """After the rows: COCO files, the exports asked for, previews and the summary, each streaming over the parts.
 
-Nothing here holds the run in memory: the rows are read one part at a time (rows.parts), as often as an export
-needs (a COCO dataset file lists images, then annotations), so the driver's memory stays flat in the number of
-rows, resumed runs included.
+Nothing here holds the run in memory: the rows are read one part at a time (rows.parts), or an image's rows
+together through a grouping pass (rows.grouping), as often as an export needs (a COCO dataset file lists images,
+then annotations), so the driver's memory stays flat in the number of rows, resumed runs included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
 from dataclasses import asdict
 
-from exports.base import ExportInput
-from pipelines.config import LabelConfig, Summary
+import numpy as np
+
+from exports import ExportInput, writer
+from labeling.filters import ObjectFilter
 from pipelines.output import OutputFolder
-from pipelines.sources import Source
-from rows import Row, categories_for
-from tasks import Task, from_prompt
+from pipelines.summary import Summary
+from rows import categories_for
+from rows.grouping import rows_by_image
+from sources import ImageReader, Source
+from storage import Location
+from tasks import Task, TaskLookup
 
 
 def object_classes(tasks: list[Task], out: OutputFolder) -> list[str]:
-    """Class names of the job's detect/segment tasks, then of any other object prompts in the output."""
+    """Class names of the job's object tasks, then of any other object prompts in the output."""
+    task_for = TaskLookup(tasks)
     classes = [c for t in tasks for c in getattr(t, "classes", ())]
-    seen_prompts: set[str] = set()
-    for table in out.parts.iter_tables(["prompt", "task"]):
-        for prompt, task in zip(table["prompt"].to_pylist(), table["task"].to_pylist(), strict=True):
-            if task in ("detect", "segment") and prompt not in seen_prompts:
-                seen_prompts.add(prompt)
-                classes.extend(getattr(from_prompt(prompt), "classes", ()))
+    seen: set[str] = set()
+    for table in out.parts.iter_tables(["prompt"]):
+        for prompt in table["prompt"].to_pylist():
+            if prompt not in seen:
+                seen.add(prompt)
+                task = task_for(prompt)
+                if task.kind == "objects":
+                    classes.extend(getattr(task, "classes", ()))
     return list(dict.fromkeys(classes))
 
 
-class FileNames:
-    """image_id -> the source's file name, looked up in the source's Arrow table (no dict of a million entries)."""
-
-    def __init__(self, source: Source):
-        import numpy as np
-
-        self.ids = self.names = None
-        if source.items is not None:
-            ids = source.items["image_id"].to_numpy()
-            order = np.argsort(ids, kind="stable")
-            self.ids, self.names, self.order = ids[order], source.items["file_name"], order
-
-    def __call__(self, row: Row) -> str:
-        import numpy as np
-
-        if self.ids is None:
-            return row["path"]
-        i = int(np.searchsorted(self.ids, row["image_id"]))
-        if i < len(self.ids) and self.ids[i] == row["image_id"]:
-            return self.names[int(self.order[i])].as_py()
-        return row["path"]
+def labeled_image_ids(out: OutputFolder) -> np.ndarray:
+    """Ids of the images with at least one row that succeeded (the ones exports and previews read)."""
+    ids = [t.filter(t["error"].is_null())["image_id"].to_numpy() for t in out.parts.iter_tables(["image_id", "error"])]
+    return np.unique(np.concatenate(ids)) if ids else np.empty(0, np.int64)
 
 
-def export_input(cfg: LabelConfig, out: OutputFolder, source: Source, classes: list[str], object_filter=None):
-    from pathlib import Path
-
-    from labeling.filters import ObjectFilter
-
-    def rows() -> Iterator[Row]:
-        return out.parts.iter_rows()
-
-    return ExportInput(
-        rows=rows,
-        categories=categories_for(classes, source.categories),
-        file_name=FileNames(source),
-        model_version=Path(cfg.checkpoint).name,
+def export_input(out: OutputFolder, source: Source, classes: list[str], model_version: str,
+                 object_filter: ObjectFilter | None = None, read_image: ImageReader | None = None,
+                 document_root: str | None = None) -> ExportInput:  # fmt: skip
+    """The one place an export's input is built, for the label job's exports and `jobs.export` alike."""
+    return ExportInput.from_store(
+        out.parts,
+        categories_for(classes, source.categories),
+        file_name=source.file_names(),
+        read_image=read_image,
+        model_version=model_version,
         object_filter=object_filter or ObjectFilter(),
+        document_root=document_root,
     )
 
 
-def read_row_image(row: Row) -> bytes:
-    from storage import read_bytes
+def write_export(fmt: str, job: ExportInput, target: Location) -> dict:
+    """One export format into `target`; returns its counts (images, objects, ...)."""
+    return writer(fmt)(job, target)
 
-    return read_bytes(row["path"])
 
-
-def finish(cfg: LabelConfig, out: OutputFolder, source: Source, tasks: list[Task], summary: Summary, log) -> None:
+def finish(job, out: OutputFolder, source: Source, tasks: list[Task], summary: Summary, log) -> None:
+    """COCO files for object tasks, --export formats, --previews and summary.json. job: the specs.LabelJob."""
     from exports import coco
 
     summary.total_rows, summary.total_errors = out.parts.tally()
     summary.files["predictions"] = out.parts.folder.uri
     classes = object_classes(tasks, out)
+    model_version = job.replica.checkpoint.rstrip("/").rsplit("/", 1)[-1]
     if classes:
-        job = export_input(cfg, out, source, classes)
-        report = coco.write_results(job, out.root.join("coco_results.json"))
-        summary.unknown_labels = sum(report.unknown_labels.values())
-        summary.files["coco_results"] = out.root.join("coco_results.json").uri
-        coco.write_dataset(job, out.root.join("coco_dataset.json"), cfg.min_score)
-        summary.files["coco_dataset"] = out.root.join("coco_dataset.json").uri
-        for fmt in cfg.exports:
-            if fmt == "coco":
-                continue  # written above
-            target = out.root.join("exports", fmt)
-            summary.files[f"export_{fmt}"] = target.uri
-            counts = write_export(fmt, job, target, source)
-            log(f"export {fmt}: {counts['images']} images, {counts['objects']} objects -> {target.uri}")
-    elif cfg.exports:
+        with source.images(labeled_image_ids(out)) as read_image:
+            exported = export_input(out, source, classes, model_version, read_image=read_image)
+            report = coco.write_results(exported, out.root.join("coco_results.json"))
+            summary.unknown_labels = sum(report.unknown_labels.values())
+            summary.files["coco_results"] = out.root.join("coco_results.json").uri
+            coco.write_dataset(exported, out.root.join("coco_dataset.json"), job.objects.min_score)
+            summary.files["coco_dataset"] = out.root.join("coco_dataset.json").uri
+            for fmt in job.output.exports:
+                if fmt == "coco":
+                    continue  # written above
+                target = out.root.join("exports", fmt)
+                summary.files[f"export_{fmt}"] = target.uri
+                counts = write_export(fmt, exported, target)
+                log(f"export {fmt}: {counts['images']} images, {counts['objects']} objects -> {target.uri}")
+    elif job.output.exports:
         log("note: --export writes detect/segment rows; this run has no object prompts")
-    if cfg.previews:
-        summary.files["previews"] = write_previews(out, cfg.previews, classes, source)
+    if job.output.previews:
+        summary.files["previews"] = write_previews(out, job.output.previews, classes, source)
     out.write_json("summary.json", asdict(summary))
-
-
-def write_export(fmt: str, job: ExportInput, target, source: Source) -> dict:
-    if fmt == "coco":
-        from exports import coco
-
-        counts = coco.write(job, target)
-        return {"images": None, "objects": counts["results"]} | counts
-    if fmt == "yolo":
-        from exports import yolo
-
-        return yolo.write(job, target, image_reader(source))
-    if fmt == "voc":
-        from exports import voc
-
-        return voc.write(job, target, image_reader(source))
-    if fmt == "labelstudio":
-        from exports import labelstudio
-
-        return labelstudio.write(job, target)
-    raise ValueError(f"unknown export format {fmt!r}")
-
-
-def image_reader(source: Source):
-    """Row -> the image file's bytes: from its path, or from the Parquet dataset for rows that came from one."""
-    if source.items is not None:
-        return read_row_image
-    from pipelines.keys import key_hashes
-    from pipelines.parquet_input import parquet_rows
-
-    def read(row: Row) -> bytes:
-        found = parquet_rows(source, [row["prompt"]], key_hashes([row["image_id"]], [row["prompt"]]), None)
-        return bytes(found[0]["bytes"])
-
-    return read
 
 
 def write_previews(out: OutputFolder, limit: int, classes: list[str], source: Source) -> str:
     """The first `limit` images that decoded (in the order they were written), with all their rows' objects or
     their answer drawn on."""
-    import io
-
     from pipelines.previews import draw_row
 
     chosen: list[int] = []
@@ -154,23 +108,32 @@ def write_previews(out: OutputFolder, limit: int, classes: list[str], source: So
             break
     chosen = chosen[:limit]
     merged: dict[int, dict] = {}
-    for row in out.parts.iter_rows():
-        if row["image_id"] not in chosen or row["error"]:
-            continue
-        first = merged.get(row["image_id"])
-        if first is None:
-            merged[row["image_id"]] = dict(row)
-        elif first["task"] == row["task"] and row["objects"] is not None and row["task"] in ("detect", "segment"):
-            first["objects"] = [*(first["objects"] or ()), *(row["objects"] or ())]
-            first["prompt"] = f"{first['prompt']} | {row['prompt']}"
+    task_for = TaskLookup()
+    wanted = set(chosen)
+    for rows in rows_by_image(out.parts):
+        ok = [r for r in rows if not r["error"]]
+        if ok and ok[0]["image_id"] in wanted:
+            merged[ok[0]["image_id"]] = merge_for_preview(ok, task_for)
     folder = out.root.join("previews")
     folder.mkdir()
-    read = image_reader(source)
-    for i, image_id in enumerate(chosen):
-        row = merged[image_id]
-        image = draw_row(row, classes, read(row))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        stem = row["path"].replace("\\", "/").rsplit("/", 1)[-1].split("#", 1)[0].rsplit(".", 1)[0] or str(image_id)
-        folder.join(f"{i:04d}-{stem}.png").write_bytes(buffer.getvalue())
+    with source.images(np.array(chosen, np.int64)) as read:
+        for i, image_id in enumerate(chosen):
+            row = merged[image_id]
+            buffer = io.BytesIO()
+            draw_row(row, classes, read(row)).save(buffer, format="PNG")
+            stem = row["path"].replace("\\", "/").rsplit("/", 1)[-1].split("#", 1)[0].rsplit(".", 1)[0]
+            folder.join(f"{i:04d}-{stem or image_id}.png").write_bytes(buffer.getvalue())
     return folder.uri
+
+
+def merge_for_preview(rows: list[dict], task_for: TaskLookup) -> dict:
+    """One image's rows as one picture: the first row, with the objects of the image's other rows of the same
+    object task (e.g. --per-class) added and their prompts joined."""
+    first = dict(rows[0])
+    if task_for(first["prompt"]).kind != "objects":
+        return first
+    for row in rows[1:]:
+        if row["task"] == first["task"] and row["objects"] is not None and first["objects"] is not None:
+            first["objects"] = [*first["objects"], *row["objects"]]
+            first["prompt"] = f"{first['prompt']} | {row['prompt']}"
+    return first

@@ -1,16 +1,25 @@
-"""Finding the input that kills its replica: a worker that labels a few inputs in a plain Ray actor, and the
-error row written for an input the replica died on every time."""
+"""Finding the input that kills its replica.
+
+Inputs whose batches never came back from the pipeline (their batch killed the replica every time Ray redid it)
+are labeled again in one plain Ray actor, a worker that decodes and labels a few inputs at a time, restarted
+after each death. A batch that kills it is halved, and the halves retried, until the input that kills it is
+alone; that input is written as an error row (kind "replica") and every other input is labeled. A plain actor
+rather than Ray Data, to see which call died and why.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
 
+from labeling.errors import REPLICA
 from labeling.images import prepare
+from pipelines.writer import PartWriter
 from rows import error_row, rows_to_table
-from tasks import Task, from_prompt
+from tasks import TaskLookup
 
 
 class IsolationWorker:
@@ -42,8 +51,41 @@ def death_cause(error: Exception) -> str:
     return "; ".join(parts)[:500]
 
 
-def died_row(row: dict, tasks: list[Task], cause: str, model: str) -> pa.Table:
-    known = {t.prompt(): t for t in tasks}
-    task = known.get(row["prompt"]) or from_prompt(row["prompt"])
+def died_row(row: dict, task_for: TaskLookup, cause: str, model: str) -> pa.Table:
+    """The error row of an input the replica died on every time it was tried."""
     message = f"replica died on this input every time it was tried ({cause})"
-    return rows_to_table([error_row(row["image_id"], row["path"], row["prompt"], task.name, message, model)])
+    return rows_to_table([error_row(row["image_id"], row["path"], row["prompt"], task_for(row["prompt"]).name,
+                                    message, REPLICA, model)])  # fmt: skip
+
+
+def isolate_poison(rows: list[dict], make_worker: Callable[[], object], writer: PartWriter, batch_size: int,
+                   retries: int, died: Callable[[dict, str], pa.Table], log) -> int:  # fmt: skip
+    """Label `rows`, halving a batch each time its worker dies, so that the input that kills it ends up alone
+    and is written as the error row `died(row, cause)` after `retries` more deaths; returns how many inputs were
+    set aside. make_worker: a new worker actor (the previous one is dead)."""
+    import ray
+
+    log(f"{len(rows)} input(s) did not come back from the replicas; retrying them in smaller batches")
+    queue: list[tuple[list[dict], int]] = [(rows[i : i + batch_size], 0) for i in range(0, len(rows), batch_size)]
+    worker, isolated = None, 0
+    while queue:
+        batch, deaths = queue.pop(0)
+        worker = worker or make_worker()
+        try:
+            writer.add(ray.get(worker.label.remote(batch)))
+            continue
+        except ray.exceptions.RayActorError as e:
+            cause, worker = death_cause(e), None
+        if len(batch) > 1:
+            half = len(batch) // 2
+            queue[:0] = [(batch[:half], 0), (batch[half:], 0)]
+        elif deaths < retries:
+            queue.insert(0, (batch, deaths + 1))
+        else:
+            row = batch[0]
+            log(f"set aside: image {row['image_id']} ({row['path']}), prompt {row['prompt']!r}: the replica died "
+                f"on it {deaths + 1} time(s)")  # fmt: skip
+            writer.add(died(row, cause))
+            isolated += 1
+    writer.flush()
+    return isolated

@@ -17,10 +17,36 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from pipelines.keys import key_hashes
+from labeling.errors import DECODE, GENERATION, OTHER, PARSE, READ, REPLICA, TOO_LARGE
 from rows import PartStore
+from rows.keys import key_hashes
 from rows.parts import PARTS
 from storage import Location, StorageError, locate
+
+# Outputs written before rows carried their error's kind: the kind is recovered from how each message began then.
+# Only rows without an error_kind are read this way; every row written now carries its kind.
+_LEGACY_PREFIXES = (
+    ("cannot read file", READ),
+    ("cannot decode image", DECODE),
+    ("empty file", DECODE),
+    ("image is ", TOO_LARGE),
+    ("generation failed", GENERATION),
+    ("replica died", REPLICA),
+    ("cannot parse the answer", PARSE),
+)
+
+
+def error_kinds(table: pa.Table) -> list[str | None]:
+    """Each row's error kind (None for a row without error), from its error_kind column, or for rows of older
+    outputs that lack it, from its message."""
+    kinds = table["error_kind"].to_pylist()
+    errors = table["error"].to_pylist()
+    out = []
+    for kind, error in zip(kinds, errors, strict=True):
+        if error is not None and kind is None:
+            kind = next((k for prefix, k in _LEGACY_PREFIXES if error.startswith(prefix)), OTHER)
+        out.append(kind if error is not None else None)
+    return out
 
 
 class OutputError(ValueError):
@@ -74,17 +100,14 @@ class OutputFolder:
             raise OutputError(f"--output {self.root.uri}: cannot write there ({e})") from e
 
     def done_keys(self, skip_errors: Iterable[str] = ()) -> np.ndarray:
-        """Sorted key hashes (pipelines.keys) of the rows already written; rows whose error is of one of the
+        """Sorted key hashes (rows.keys) of the rows already written; rows whose error is of one of the
         `skip_errors` kinds are left out (they are to be labeled again)."""
-        from labeling.errors import error_kind
-
         skip = set(skip_errors)
         hashes = []
-        for table in self.parts.iter_tables(["image_id", "prompt", "error"]):
+        for table in self.parts.iter_tables(["image_id", "prompt", "error", "error_kind"]):
             ids, prompts = table["image_id"].to_pylist(), table["prompt"].to_pylist()
             if skip:
-                errors = table["error"].to_pylist()
-                keep = [i for i, e in enumerate(errors) if e is None or error_kind(e) not in skip]
+                keep = [i for i, kind in enumerate(error_kinds(table)) if kind not in skip]
                 ids, prompts = [ids[i] for i in keep], [prompts[i] for i in keep]
             hashes.append(key_hashes(ids, prompts))
         return np.unique(np.concatenate(hashes)) if hashes else np.empty(0, np.int64)
@@ -97,17 +120,15 @@ class OutputFolder:
         loses rows (a later --resume labels them again), never duplicates them.
         """
         import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
-        from labeling.errors import error_kind
+        from rows.schema import conform
 
         dropped = 0
         for part in self.parts.parts():
             with part.fs.open_input_file(part.path) as f:
-                import pyarrow.parquet as pq
-
-                table = pq.read_table(f)
-            errors = table["error"].to_pylist()
-            drop = [e is not None and error_kind(e) in kinds for e in errors]
+                table = conform(pq.read_table(f))
+            drop = [kind is not None and kind in kinds for kind in error_kinds(table)]
             if not any(drop):
                 continue
             dropped += sum(drop)

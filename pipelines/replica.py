@@ -1,104 +1,95 @@
 """Model replicas: the stateful stage of the pipeline, one Ray actor per GPU (or CPU slot), loaded once.
 
-`Replica` is the callable class given to `Dataset.map_batches`: it loads a backend (labeling.backends) in
-`__init__` and turns each batch of decoded images into output rows (rows.ROW_SCHEMA) in `__call__`, through
-`labeling.answers.label_batch`, the same code the web page and the single-image command use.
+`Replica` is the callable class given to `Dataset.map_batches`: it loads a backend (labeling.backends) from its
+ReplicaSpec in `__init__` and turns each batch of decoded images into output rows (rows.ROW_SCHEMA) in
+`__call__`, through `labeling.label_batch`, the same code the web page and the single-image command use.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from rows import ROW_SCHEMA, Row, error_row, rows_to_table
-from tasks import Task, from_prompt
+from labeling.filters import ObjectFilter
+from rows import Row, error_row, rows_to_table
+from specs.label import ReplicaSpec
+from tasks import Task, TaskLookup
+
+
+def torch_threads(threads: int | None) -> int | None:
+    """torch threads for a replica: as given; -N shares this machine's CPUs among N replicas; None: torch's own."""
+    if threads and threads < 0:
+        return max(1, (os.cpu_count() or 1) // -threads)
+    return threads
 
 
 class Replica:
     """A model replica for `map_batches`: decoded images in, output rows out.
 
-    tasks: the job's own tasks by prompt (the driver built them from the command line); a row whose prompt is
-    not among them (a manifest's own prompt) is read by `tasks.from_prompt`, as the driver read it. Rows whose
-    image failed to decode pass straight through with their error.
+    tasks: the job's own tasks (the driver built them from the command line); a row whose prompt is not among
+    them (a manifest's own prompt) is read by `tasks.from_prompt`, as the driver read it. Rows whose image failed
+    to decode pass straight through with their error. threads: torch threads (see torch_threads).
     """
 
-    def __init__(
-        self,
-        checkpoint: str,
-        tasks: dict[str, Task] | None = None,
-        backend: str = "native",
-        device: str | None = None,
-        dtype: str | None = None,
-        vae: str | None = None,
-        max_new_tokens: int = 64,
-        model_name: str | None = None,
-        threads: int | None = None,  # torch threads; -N means this machine's CPUs / N; None leaves torch's default
-        object_filter=None,  # exports.ObjectFilter: thresholds and NMS applied to each row's objects
-        in_flight: int | None = None,  # rows generating at once (default: what the device's memory holds)
-        compile: bool = False,
-        batch_size: int | None = None,  # rows per call (a Ray batch): more cannot be in flight
-    ):
+    def __init__(self, spec: ReplicaSpec, tasks: Sequence[Task] = (), object_filter: ObjectFilter | None = None,
+                 threads: int | None = None):  # fmt: skip
         import torch
 
         from labeling.backends import BACKENDS
 
-        if threads and threads < 0:  # -N: share this machine's cores among N replicas
-            threads = max(1, (os.cpu_count() or 1) // -threads)
-        if threads:
-            torch.set_num_threads(threads)
-        self.backend = BACKENDS[backend](checkpoint, dtype, device, **({"compile": True} if compile else {}))
-        model = getattr(self.backend, "model", None)
-        if in_flight is None and hasattr(model, "new_cache"):  # ours: as many rows as the device's memory holds
-            from model.generation import rows_that_fit
-
-            in_flight = rows_that_fit(model, model.config.num_image_tokens + 32, max_new_tokens)
-        if batch_size is not None and in_flight is not None:
-            in_flight = min(in_flight, batch_size)
-        self.in_flight = in_flight
-        self.compiled = compile
-        self.tasks: dict[str, Task] = dict(tasks or {})
+        if torch_threads(threads):
+            torch.set_num_threads(torch_threads(threads))
+        options = {"compile": True} if spec.compile else {}
+        self.backend = BACKENDS[spec.backend](spec.checkpoint, spec.dtype, spec.device, **options)
+        self.in_flight = self._in_flight(spec)
+        self.spec = spec
+        self.task_for = TaskLookup(tasks)
         self.mask_decoder = None
-        if vae:
+        if spec.vae:
             from decoders import MaskDecoder
 
-            self.mask_decoder = MaskDecoder.from_npz(vae, device=self.backend.device)
-        self.max_new_tokens = max_new_tokens
-        self.model_name = model_name or Path(checkpoint).name
+            self.mask_decoder = MaskDecoder.from_npz(spec.vae, device=self.backend.device)
+        self.model_name = Path(spec.checkpoint).name
         self.object_filter = object_filter if object_filter is not None and object_filter.active else None
         self.warm_up()
 
+    def _in_flight(self, spec: ReplicaSpec) -> int | None:
+        """Rows generating at once: as asked, or (ours) as many as the device's memory holds; at most a batch."""
+        in_flight = spec.in_flight
+        model = getattr(self.backend, "model", None)
+        if in_flight is None and hasattr(model, "new_cache"):
+            from model.generation import rows_that_fit
+
+            in_flight = rows_that_fit(model, model.config.num_image_tokens + 32, spec.max_new_tokens)
+        return in_flight if in_flight is None else min(in_flight, spec.batch_size)
+
     def warm_up(self) -> None:
-        """One small generation before the first batch: loads lazy kernels and, with compile=True, compiles the
+        """One small generation before the first batch: loads lazy kernels and, with compile, compiles the
         decode step for the in-flight size, so the first real batch is not the one that waits."""
         from PIL import Image
 
         size = getattr(getattr(self.backend, "model", None), "image_processor", None)
         side = size.size if size is not None else 224
-        n = (self.in_flight or 1) if self.compiled else 1  # a compiled step is specialized to its slot count
+        n = (self.in_flight or 1) if self.spec.compile else 1  # a compiled step is specialized to its slot count
         self.backend.generate([Image.new("RGB", (side, side))] * n, ["caption en"] * n, max_new_tokens=2,
                               batch_size=n)  # fmt: skip
 
-    def task_for(self, prompt: str) -> Task:
-        if prompt not in self.tasks:
-            self.tasks[prompt] = from_prompt(prompt)
-        return self.tasks[prompt]
-
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        from labeling.answers import label_batch
+        from labeling import label_batch
 
         n = len(batch["image_id"])
         prompts = [str(p) for p in batch["prompt"]]
         rows: list[Row | None] = [None] * n
         ok = []
         for i in range(n):
-            error = str(batch["error"][i])
-            if error:
-                task = self.task_for(prompts[i]).name
-                rows[i] = error_row(batch["image_id"][i], str(batch["path"][i]), prompts[i], task, error,
-                                    self.model_name)  # fmt: skip
+            if str(batch["error"][i]):
+                rows[i] = error_row(batch["image_id"][i], str(batch["path"][i]), prompts[i],
+                                    self.task_for(prompts[i]).name, str(batch["error"][i]),
+                                    str(batch["error_kind"][i]), self.model_name)  # fmt: skip
             else:
                 ok.append(i)
         if ok:
@@ -110,7 +101,7 @@ class Replica:
                 paths=[str(batch["path"][i]) for i in ok],
                 sizes=[(int(batch["width"][i]), int(batch["height"][i])) for i in ok],
                 mask_decoder=self.mask_decoder,
-                max_new_tokens=self.max_new_tokens,
+                max_new_tokens=self.spec.max_new_tokens,
                 model_name=self.model_name,
                 batch_size=self.in_flight,
             )
@@ -119,6 +110,3 @@ class Replica:
                     item.row["objects"] = self.object_filter(item.row["objects"])
                 rows[i] = item.row
         return rows_to_table(rows)
-
-
-__all__ = ["ROW_SCHEMA", "Replica"]

@@ -3,7 +3,7 @@
 Rows are buffered and written as a part when rows_per_part have gathered or seconds_per_part have passed. A row
 whose key was already written (by this run, or a previous one when resuming) is dropped: Ray redoes the batch of
 a replica that died, and such a redo must not duplicate a row. The driver keeps one "seen" bit per expected input
-(pipelines.keys), never the rows themselves, so its memory does not grow with the output.
+(rows.keys), never the rows themselves, so its memory does not grow with the output.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from pipelines.keys import KeyIndex, key_hashes
 from rows import PartStore
+from rows.keys import KeyIndex, key_hashes
 
 
 class PartWriter:

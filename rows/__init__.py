@@ -4,7 +4,7 @@ storage, through `storage`), and the conversion to and from COCO with one label-
 Depends on `storage` only: the replicas, the exports, evaluation and the web page all build on it.
 """
 
-from rows.coco import (
+from rows.coco_format import (
     ConversionReport,
     ImageResolver,
     categories_for,

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rows.schema import ROW_SCHEMA, Row
+from rows.schema import Row, conform
 from storage import Location, locate
 
 PARTS = "predictions"
@@ -65,10 +65,13 @@ class PartStore:
 
     def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
         """Committed parts one at a time (memory holds one part, never the whole output)."""
+        wanted = None if columns is None else list(columns)
         for part in self.parts():
             with part.fs.open_input_file(part.path) as f:
-                table = pq.read_table(f, columns=list(columns) if columns else None)
-            yield table if columns else table.cast(ROW_SCHEMA)
+                present = pq.ParquetFile(f).schema_arrow.names
+                table = pq.read_table(f, columns=None if wanted is None else [c for c in wanted if c in present])
+            table = conform(table)  # older parts lack newer columns: nulls
+            yield table if wanted is None else table.select(wanted)
 
     def iter_rows(self, columns: Sequence[str] | None = None) -> Iterator[Row]:
         for table in self.iter_tables(columns):
@@ -115,7 +118,7 @@ class PartStore:
         name = f"part-{self.run_id}-{self.written:05d}.parquet"
         part = self.folder.join(name)
         buffer = io.BytesIO()
-        pq.write_table(table.cast(ROW_SCHEMA), buffer)
+        pq.write_table(conform(table), buffer)
         part.write_bytes(buffer.getvalue())
         self.written += 1
         if commit:
@@ -163,6 +166,8 @@ def iter_rows(location: str | os.PathLike, columns: Sequence[str] | None = None)
     for part in parts:
         with part.fs.open_input_file(part.path) as f:
             table = pq.read_table(f, columns=list(columns) if columns else None)
+        if columns is None and "image_id" in table.column_names and "error" in table.column_names:
+            table = conform(table)  # a label run's rows, from any version
         for batch in table.to_batches(max_chunksize=4096):
             yield from batch.to_pylist()
 

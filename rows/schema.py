@@ -12,6 +12,8 @@ A row is a plain dict (what Arrow's `to_pylist` gives back and `from_pylist` tak
     text      string   the raw generated text, <loc>/<seg> tokens kept
     objects   list     {label, box [x0, y0, x1, y1] in pixels, score, mask (COCO RLE {size [h, w], counts})}
     error     string   null on success; what went wrong otherwise (the row is still written)
+    error_kind string  null on success; which kind of error (labeling/errors.py: read, decode, ...), set where the
+                       error row is made, so that `--retry-errors` chooses by it and never by the message's words
     model     string   the checkpoint's name
     seconds   float64  model time spent on this row
 
@@ -40,6 +42,7 @@ ROW_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("objects", pa.list_(OBJECT_TYPE)),
         ("error", pa.string()),
+        ("error_kind", pa.string()),
         ("model", pa.string()),
         ("seconds", pa.float64()),
     ]
@@ -68,12 +71,14 @@ class Row(TypedDict):
     text: str
     objects: list[ObjectRow]
     error: str | None
+    error_kind: str | None
     model: str
     seconds: float
 
 
-def error_row(image_id: int, path: str, prompt: str, task: str, error: str, model: str = "") -> Row:
-    """The row of an input that produced no answer: it is written all the same, so nothing goes missing."""
+def error_row(image_id: int, path: str, prompt: str, task: str, error: str, kind: str, model: str = "") -> Row:
+    """The row of an input that produced no answer: it is written all the same, so nothing goes missing.
+    kind: the error's kind (labeling.errors.KINDS)."""
     return Row(
         image_id=int(image_id),
         path=path,
@@ -84,6 +89,7 @@ def error_row(image_id: int, path: str, prompt: str, task: str, error: str, mode
         text="",
         objects=[],
         error=error,
+        error_kind=kind,
         model=model,
         seconds=0.0,
     )
@@ -92,3 +98,12 @@ def error_row(image_id: int, path: str, prompt: str, task: str, error: str, mode
 def rows_to_table(rows: Iterable[Row]) -> pa.Table:
     """Rows -> an Arrow table with exactly ROW_SCHEMA's columns, in order."""
     return pa.Table.from_pylist(list(rows), schema=ROW_SCHEMA)
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A table of rows as ROW_SCHEMA has them: columns that parts written by an earlier version lack (error_kind)
+    are added as nulls, so old outputs still read, resume and export."""
+    for name in ROW_SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(ROW_SCHEMA.field(name), pa.nulls(table.num_rows, ROW_SCHEMA.field(name).type))
+    return table.select(ROW_SCHEMA.names).cast(ROW_SCHEMA)

@@ -27,6 +27,7 @@ def option(
     choices: tuple | Callable[[], tuple] | None = None,
     const: Any = None,
     negate: bool = False,
+    repeat: bool = False,
     cli: bool = True,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
@@ -35,9 +36,10 @@ def option(
     flag: the option's name (default `--field-name`); parse: turns the typed text into the field's value (for
     lists, tables and the like; plain int, float and str fields are converted by their type); const: the value of
     a flag given without one (argparse's nargs="?"); negate: a boolean flag that switches a True default off
-    (`--no-progress` for `progress`); cli: False for fields that no command line sets (derived or internal)."""
+    (`--no-progress` for `progress`); repeat: the flag may be given several times, each value parsed to a dict
+    and the dicts merged; cli: False for fields that no command line sets (derived or internal)."""
     metadata = {"help": help, "flag": flag, "parse": parse, "metavar": metavar, "choices": choices,
-                "const": const, "negate": negate, "cli": cli}  # fmt: skip
+                "const": const, "negate": negate, "repeat": repeat, "cli": cli}  # fmt: skip
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)

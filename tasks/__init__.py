@@ -12,7 +12,16 @@ from tasks.detect import Detect
 from tasks.detections import Detections
 from tasks.ocr import Ocr
 from tasks.raw import Raw
-from tasks.registry import TASKS, from_prompt, get_task, parse_classes, task_from_cli, task_options
+from tasks.registry import (
+    TASKS,
+    TaskLookup,
+    from_prompt,
+    get_task,
+    parse_classes,
+    takes_classes,
+    task_from_cli,
+    task_options,
+)
 from tasks.segment import Segment
 
 __all__ = [
@@ -29,10 +38,12 @@ __all__ = [
     "Segment",
     "Task",
     "TextResult",
+    "TaskLookup",
     "TextTask",
     "from_prompt",
     "get_task",
     "parse_classes",
+    "takes_classes",
     "task_from_cli",
     "task_options",
 ]

@@ -1,8 +1,14 @@
-"""Tasks by name, so that command lines can say `--task detect --classes "cat ; dog"`."""
+"""Tasks by name, so that command lines can say `--task detect --classes "cat ; dog"`, and by prompt, so that a
+prompt written out in full (a manifest row's, a typed one) finds the task that reads its answer.
+
+This module and the task modules are the only places that know tasks by name; elsewhere a task is asked what it
+is (`task.kind == "objects"`, `takes_classes(name)`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from tasks.answer import Answer
 from tasks.base import Task
@@ -22,6 +28,11 @@ _PROMPT_OPTION = {"answer": "question", "raw": "prompt_text"}
 def task_options(name: str) -> tuple[str, ...]:
     """The option names a task takes (its dataclass fields)."""
     return tuple(f.name for f in dataclasses.fields(_task_class(name)))
+
+
+def takes_classes(name: str) -> bool:
+    """Whether a task asks for named classes (and so needs --classes): detect and segment."""
+    return "classes" in task_options(name)
 
 
 def get_task(name: str, **options: object) -> Task:
@@ -67,7 +78,7 @@ def from_prompt(prompt: str) -> Task:
     word, _, rest = prompt.strip().partition(" ")
     rest = rest.strip()
     try:
-        if word in ("detect", "segment") and parse_classes(rest):
+        if word in TASKS and takes_classes(word) and parse_classes(rest):
             return get_task(word, classes=rest)
         if word in ("caption", "describe") and rest and " " not in rest:
             return get_task(word, lang=rest)
@@ -80,6 +91,23 @@ def from_prompt(prompt: str) -> Task:
     except ValueError:  # e.g. a class name with '<': not our grammar, so a free prompt
         pass
     return Raw(prompt.strip())
+
+
+class TaskLookup:
+    """prompt -> the task that reads its answer: the job's own tasks by their prompts, any other prompt read by
+    `from_prompt` once and remembered. The one place a row's prompt is turned back into a task."""
+
+    def __init__(self, tasks: Iterable[Task] = ()):
+        self._known: dict[str, Task] = {t.prompt(): t for t in tasks}
+
+    def __call__(self, prompt: str) -> Task:
+        task = self._known.get(prompt)
+        if task is None:
+            task = self._known[prompt] = from_prompt(prompt)
+        return task
+
+    def prompts(self) -> list[str]:
+        return list(self._known)
 
 
 def parse_classes(text: str) -> list[str]:

@@ -24,27 +24,23 @@ from model import CheckpointError, PaliGemma
 
 log = logging.getLogger(__name__)
 
-# The tasks offered on the page, in the order shown; "raw" is a prompt typed in full.
+# The tasks offered on the page, in the order shown (text tasks, then object tasks, then a prompt typed in full),
+# and how the page names the few whose name is not their label.
 TASK_NAMES = ("caption", "describe", "answer", "ocr", "detect", "segment", "raw")
-TASK_LABELS = {
-    "caption": "caption",
-    "describe": "describe",
-    "answer": "answer a question",
-    "ocr": "OCR",
-    "detect": "detect",
-    "segment": "segment",
-    "raw": "typed prompt",
-}
-# Which of the page's fields (lang, classes, question, prompt) each task reads.
-TASK_FIELDS = {
-    "caption": ("lang",),
-    "describe": ("lang",),
-    "answer": ("lang", "question"),
-    "ocr": (),
-    "detect": ("classes",),
-    "segment": ("classes",),
-    "raw": ("prompt",),
-}
+TASK_LABELS = {name: {"answer": "answer a question", "ocr": "OCR", "raw": "typed prompt"}.get(name, name)
+               for name in TASK_NAMES}  # fmt: skip
+# The page's fields and the task option each fills.
+FIELD_OPTIONS = {"lang": "lang", "classes": "classes", "question": "question", "prompt": "prompt_text"}
+
+
+def task_fields(task: str) -> tuple[str, ...]:
+    """Which of the page's fields (lang, classes, question, prompt) a task reads: the options it takes."""
+    from tasks import task_options
+
+    options = task_options(task)
+    return tuple(f for f, option in FIELD_OPTIONS.items() if option in options)
+
+
 TABLE_HEADERS = ["label", "score", "x0", "y0", "x1", "y1", "mask"]
 MAX_NEW_TOKENS = 512
 
@@ -100,20 +96,20 @@ class Outcome:
 
 def build_task(task: str, lang: str = "en", classes: str = "", question: str = "", prompt: str = ""):
     """The page's fields -> a `tasks` task; UserError with a message that says which field to fill."""
-    from tasks import get_task, parse_classes, task_options
+    from tasks import get_task, parse_classes
 
     lang, classes, question, prompt = (str(v or "").strip() for v in (lang, classes, question, prompt))
     lang = lang or "en"
     if task not in TASK_NAMES:
         raise UserError(f"Unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}.")
-    if task in ("detect", "segment") and not parse_classes(classes):
+    if "classes" in task_fields(task) and not parse_classes(classes):
         raise UserError(f"Give at least one class to {task}, e.g. `cat ; dog`.")
     if task == "answer" and not question:
         raise UserError("Type a question to answer.")
     if task == "raw" and not prompt:
         raise UserError("The prompt is empty: type one, e.g. `caption en` or `detect car`.")
-    options = {"lang": lang, "classes": classes, "question": question, "prompt_text": prompt}
-    wanted = {k: v for k, v in options.items() if k in task_options(task)}
+    values = {"lang": lang, "classes": classes, "question": question, "prompt": prompt}
+    wanted = {FIELD_OPTIONS[f]: values[f] for f in task_fields(task)}
     try:
         return get_task(task, **wanted)
     except ValueError as e:  # e.g. a class name with '<', a language code with a space, a prompt with a newline
@@ -134,7 +130,7 @@ def read_image(path: str | Path | None) -> Image.Image:
 
 def visible_fields(task: str) -> dict[str, bool]:
     """Which of the fields lang, classes, question, prompt the page shows for a task."""
-    wanted = TASK_FIELDS.get(task, ())
+    wanted = task_fields(task) if task in TASK_NAMES else ()
     return {name: name in wanted for name in ("lang", "classes", "question", "prompt")}
 
 
@@ -277,7 +273,7 @@ class Workbench:
             if dropped and "<loc" in gen.text:
                 notes.append(f"{dropped} malformed object(s) dropped ({', '.join(sorted(result.report.dropped))}).")
             has_codes = any(o.seg_tokens is not None for o in result.objects)
-            if task.name == "segment" and has_codes and self.mask_decoder is None:
+            if getattr(task, "decodes_masks", False) and has_codes and self.mask_decoder is None:
                 notes.append("Masks not drawn: load a vae-oid.npz in the Model panel (or start with `--vae`).")
         else:
             score = "" if result.score is None else f"  (score {result.score:.3f})"

@@ -17,7 +17,7 @@ from evals.coco import STAT_NAMES
 from jobs.evaluate import main
 from rows import ROW_SCHEMA, rows_to_coco_results
 from rows.text import answer_text as clean_text
-from testing.coco import random_coco
+from testing.coco_data import random_coco
 from tests.evals.test_coco import reference_stats
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools' decode

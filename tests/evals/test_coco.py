@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from evals.coco import STAT_NAMES, evaluate, evaluate_full, resolve_engine
 from evals.plots import mean_pr_curve, plot_pr
-from testing.coco import random_coco
+from testing.coco_data import random_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools' decode
 

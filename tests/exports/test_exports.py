@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -49,7 +50,7 @@ def labeled(tmp_path):
     full = [{"width": W, "height": H, "task": "segment", "prompt": "segment cat ; dog", "text": "", "error": None,
              "model": "m", "seconds": 0.1} | r for r in rows]  # fmt: skip
     return ExportInput(rows=lambda: iter(json.loads(json.dumps(full))), categories=categories_for(["cat", "dog"]),
-                       model_version="shapes-test")  # fmt: skip
+                       model_version="shapes-test", read_image=read_image)  # fmt: skip
 
 
 def read_image(row) -> bytes:
@@ -92,7 +93,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_yolo_export_reads_back_in_supervision(labeled, tmp_path):
     import supervision as sv
 
-    counts = yolo.write(labeled, locate(tmp_path / "yolo"), read_image)
+    counts = yolo.write(labeled, locate(tmp_path / "yolo"))
     assert counts == {"images": 3, "objects": 3, "left_out": 1}
     ds = sv.DetectionDataset.from_yolo(str(tmp_path / "yolo" / "images"), str(tmp_path / "yolo" / "labels"),
                                        str(tmp_path / "yolo" / "data.yaml"), force_masks=True)  # fmt: skip
@@ -106,7 +107,7 @@ def test_yolo_export_reads_back_in_supervision(labeled, tmp_path):
 def test_voc_export_reads_back_in_supervision(labeled, tmp_path):
     import supervision as sv
 
-    counts = voc.write(labeled, locate(tmp_path / "voc"), read_image)
+    counts = voc.write(labeled, locate(tmp_path / "voc"))
     assert counts["images"] == 3 and counts["objects"] == 3
     ds = sv.DetectionDataset.from_pascal_voc(str(tmp_path / "voc" / "images"), str(tmp_path / "voc" / "annotations"))
     got = {path.rsplit("/", 1)[-1].split(".")[0]: dets for path, _, dets in ds}
@@ -117,7 +118,7 @@ def test_voc_export_reads_back_in_supervision(labeled, tmp_path):
 def test_labelstudio_tasks_carry_percent_boxes_scores_and_brush_masks(labeled, tmp_path):
     from label_studio_sdk.converter.brush import decode_rle
 
-    counts = labelstudio.write(labeled, locate(tmp_path / "ls"), document_root=str(tmp_path))
+    counts = labelstudio.write(dataclasses.replace(labeled, document_root=str(tmp_path)), locate(tmp_path / "ls"))
     assert counts["images"] == 3
     tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
     assert tasks[0]["data"]["image"] == "/data/local-files/?d=src/img0.png"
@@ -165,7 +166,6 @@ def test_per_class_thresholds_override_the_minimum_score():
 
 
 def test_exports_apply_the_filter(labeled, tmp_path):
-    labeled.object_filter = ObjectFilter(min_score=0.75)
-    coco.write(labeled, locate(tmp_path / "coco"))
+    coco.write(dataclasses.replace(labeled, object_filter=ObjectFilter(min_score=0.75)), locate(tmp_path / "coco"))
     dataset = json.loads((tmp_path / "coco" / "coco_dataset.json").read_text())
     assert sorted(a["score"] for a in dataset["annotations"]) == [pytest.approx(0.8), pytest.approx(0.9)]

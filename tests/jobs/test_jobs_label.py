@@ -93,7 +93,7 @@ def test_resume_after_a_killed_run_finishes_without_duplicates(checkpoint, photo
     assert status == 0, err[-3000:]
     assert len(keys(out)) == len(set(keys(out))) == 5  # 4 photographs and the broken file, each once
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["skipped"] == done_before and summary["inputs"] == 5 - done_before and summary["total_rows"] == 5
+    assert summary["skipped"] == done_before and summary["rows"] == 5 - done_before and summary["total_rows"] == 5
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 import pytest
 
 from model import PaliGemmaConfig, TextConfig
-from model.config import ConfigError
+from model.config import ModelConfigError
 from model.sizes import SIZES
 
 
@@ -39,7 +39,7 @@ def test_mid_is_about_sixty_million_parameters():
     ],
 )
 def test_inconsistent_text_configs_are_refused(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ModelConfigError, match=message):
         TextConfig(**kwargs)
 
 

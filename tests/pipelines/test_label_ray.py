@@ -84,7 +84,7 @@ def test_folder_with_bad_files_gives_one_row_per_input(checkpoint, image_folder,
     expected = model.generate(photos, ["detect cat ; dog"] * 4, max_new_tokens=6)
     assert [by_name[n]["text"] for n in names] == expected
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["inputs"] == 9 and summary["errors"] == 2 and summary["duplicates_dropped"] == 0
+    assert summary["rows"] == 9 and summary["errors"] == 2 and summary["duplicates_dropped"] == 0
     assert "labeled 9 inputs, 2 errors" in capsys.readouterr().out
     categories = json.loads((out / "coco_dataset.json").read_text())["categories"]
     assert [(c["id"], c["name"]) for c in categories] == [(1, "cat"), (2, "dog")]
@@ -205,7 +205,7 @@ def test_benchmark_labels_a_coco_set_and_writes_metrics(checkpoint, photo_paths,
     assert benchmark(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["bbox"]) >= {"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs"}
-    assert metrics["bbox"]["num_images"] == 3 and metrics["labeling"]["inputs"] == 3
+    assert metrics["bbox"]["num_images"] == 3 and metrics["labeling"]["rows"] == 3
     assert {r["prompt"] for r in read_rows(out)} == {"detect person ; cat"}
 
 
@@ -241,7 +241,7 @@ def test_shapes_benchmark_labels_every_prompt_of_a_held_out_set_and_scores_it(tm
     )
     metrics = json.loads((out / "metrics.json").read_text())
     manifest = pq.read_table(out / "shapes-data" / "manifest.parquet").to_pylist()
-    assert metrics["labeling"]["inputs"] == len(manifest) and metrics["scores"]["errors"] == 0
+    assert metrics["labeling"]["rows"] == len(manifest) and metrics["scores"]["errors"] == 0
     assert set(metrics["headline"]) == {
         "detection AP50", "segmentation mIoU", "counting accuracy", "OCR exact match", "caption exact match"
     }  # fmt: skip
@@ -276,4 +276,4 @@ def test_retry_errors_labels_failed_rows_again_and_keeps_one_row_per_input(check
     assert after["corrupt.jpg"]["error"].startswith("cannot decode image")  # not retried by default
     assert after["here.png"]["text"] == before["here.png"]["text"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["retried_errors"] == 1 and summary["inputs"] == 1
+    assert summary["retried_errors"] == 1 and summary["rows"] == 1

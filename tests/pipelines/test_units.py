@@ -13,7 +13,8 @@ from PIL import Image
 
 from labeling.images import ImageDecodeError, decode_image, prepare
 from pipelines.replica import Replica
-from pipelines.sources import (
+from rows import ROW_SCHEMA
+from sources import (
     SourceError,
     coco_source,
     folder_source,
@@ -21,7 +22,7 @@ from pipelines.sources import (
     parquet_source,
     stable_image_id,
 )
-from rows import ROW_SCHEMA
+from specs.label import ReplicaSpec
 from tasks import from_prompt
 
 
@@ -204,8 +205,8 @@ def test_replica_rows_match_plain_generate_for_both_backends(backend, checkpoint
 
     folder = checkpoint("tiny")[0]
     prompts = ["detect cat ; dog", "caption en", "segment cat", "the red car"]
-    replica = Replica(str(folder), {"detect cat ; dog": from_prompt("detect cat ; dog")}, backend=backend,
-                      max_new_tokens=6)  # fmt: skip
+    spec = ReplicaSpec(checkpoint=str(folder), backend=backend, max_new_tokens=6)
+    replica = Replica(spec, [from_prompt("detect cat ; dog")])
     table = replica(replica_batch(photo_paths, 56, prompts))
     assert table.schema == ROW_SCHEMA and table.num_rows == len(photo_paths) + 1
     rows = table.to_pylist()
@@ -213,6 +214,7 @@ def test_replica_rows_match_plain_generate_for_both_backends(backend, checkpoint
     assert [r["text"] for r in rows[:-1]] == expected
     assert [r["task"] for r in rows[:-1]] == ["detect", "caption", "segment", "raw"]
     assert rows[-1]["error"].startswith("cannot read file") and rows[-1]["text"] == ""
+    assert rows[-1]["error_kind"] == "read" and all(r["error_kind"] is None for r in rows[:-1])
     assert all(r["error"] is None and r["seconds"] > 0 and r["model"] == folder.name for r in rows[:-1])
     assert torch.is_grad_enabled()  # a replica in this process leaves autograd as it found it (training may follow)
 
@@ -242,7 +244,7 @@ def test_segment_rows_carry_masks_decoded_by_the_replica(monkeypatch, tmp_path, 
 
     monkeypatch.setitem(backends.BACKENDS, "fake", FakeSegmenter)
     vae = write_random_vae_npz(tmp_path / "vae.npz", codebook_dim=8)
-    replica = Replica("unused", backend="fake", vae=vae)
+    replica = Replica(ReplicaSpec(checkpoint="unused", backend="fake", vae=str(vae)))
     rows = replica(replica_batch(photo_paths[:2], 56, ["segment cat"] * 2)).to_pylist()
     (obj,) = rows[0]["objects"]
     assert obj["label"] == "cat" and obj["score"] == pytest.approx(np.exp(-0.1))

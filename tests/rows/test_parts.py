@@ -9,7 +9,7 @@ from rows import ROW_SCHEMA, PartStore, error_row, find_parts, read_rows, rows_t
 
 
 def table(*ids: int):
-    return rows_to_table([error_row(i, f"/x/{i}.png", "ocr", "ocr", "cannot read file: gone") for i in ids])
+    return rows_to_table([error_row(i, f"/x/{i}.png", "ocr", "ocr", "cannot read file: gone", "read") for i in ids])
 
 
 def test_a_part_counts_once_its_commit_record_exists(tmp_path):

@@ -1,14 +1,10 @@
-"""Where inputs come from: an image folder, a COCO dataset, a Parquet/CSV manifest (all local or URIs), or a
-Parquet dataset that carries the image bytes.
+"""Listing the inputs of a source: an image folder, a COCO dataset's images, a Parquet/CSV manifest (all local or
+URIs) become a TableSource; a Parquet dataset that carries the image bytes becomes a ParquetSource, whose rows
+Ray Data reads in its own tasks.
 
-Folders, COCO files and manifests are listed in the driver, before any work starts, into one compact Arrow table
-(`image_id`, `path`, `file_name`, `prompt`): a bad argument fails at once with a clear message, `--resume`
-subtracts what is already written, and a million inputs cost tens of megabytes, not a list of Python objects. A
-folder URI is listed by its filesystem (pyarrow's S3, GCS, Azure or HDFS clients). A Parquet dataset with image
-bytes is not listed at all: Ray Data reads it in its own tasks.
-
-Paths stay as the user wrote them: a URI stays a URI (every node of a cluster can read it), a relative manifest
-path is taken from the manifest's folder (local or remote), and a symbolic link keeps its own name.
+A folder URI is listed by its filesystem (pyarrow's S3, GCS, Azure or HDFS clients). Paths stay as the user wrote
+them: a URI stays a URI (every node of a cluster can read it), a relative manifest path is taken from the
+manifest's folder (local or remote), and a symbolic link keeps its own name.
 
 Image ids are stable: a COCO file's own ids are kept; a folder's (and a manifest's without an `image_id` column)
 are derived from the path relative to the folder, so the same file gets the same id on every run and machine,
@@ -17,60 +13,17 @@ whatever else is added to the folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import posixpath
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from sources.base import IMAGE_EXTENSIONS, SourceError, stable_image_id
+from sources.parquet import ParquetSource
+from sources.table import ITEM_SCHEMA, TableSource
 from storage import Location, StorageError, is_uri, locate
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
-)
-ITEM_SCHEMA = pa.schema(
-    [("image_id", pa.int64()), ("path", pa.string()), ("file_name", pa.string()), ("prompt", pa.string())]
-)
-
-
-class SourceError(ValueError):
-    """A source that cannot be used: a missing folder, an unreadable manifest, duplicate ids. Exit status 2."""
-
-
-@dataclass(frozen=True)
-class Source:
-    """items: ITEM_SCHEMA rows (a null prompt means the job's task prompt), or None for a Parquet dataset, which
-    Ray Data reads itself (`parquet` is then its location and `image_column` the column holding the images)."""
-
-    kind: str  # "folder", "coco", "manifest" or "parquet"
-    items: pa.Table | None
-    categories: tuple[dict, ...] = ()  # a COCO source's categories ({id, name}), kept for category ids
-    parquet: str | None = None
-    image_column: str = "image"
-    columns: tuple[str, ...] = ()  # the Parquet dataset's columns
-
-    def __len__(self) -> int:
-        return 0 if self.items is None else self.items.num_rows
-
-    def file_names(self) -> dict[int, str]:
-        if self.items is None:
-            return {}
-        return dict(zip(self.items["image_id"].to_pylist(), self.items["file_name"].to_pylist(), strict=True))
-
-
-def stable_image_id(relative_path: str) -> int:
-    """A positive id below 2**53 (exact in JSON readers that use doubles) from a POSIX relative path."""
-    digest = hashlib.sha1(relative_path.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % (2**53 - 1) + 1
-
-
-def bytes_image_id(data: bytes) -> int:
-    """The id of an image known only by its bytes (a Parquet row without path or id): a hash of the content."""
-    digest = hashlib.sha1(data).digest()
-    return int.from_bytes(digest[:8], "big") % (2**53 - 1) + 1
 
 
 def _location(text: str | os.PathLike, flag: str) -> Location:
@@ -85,7 +38,7 @@ def _check(condition: bool, message: str) -> None:
         raise SourceError(message)
 
 
-def folder_source(images: str | os.PathLike) -> Source:
+def folder_source(images: str | os.PathLike) -> TableSource:
     """Every image file under `images` (a folder or a URI prefix; recursive, by extension, hidden names skipped),
     in path order."""
     root = _location(images, "--images")
@@ -110,10 +63,10 @@ def folder_source(images: str | os.PathLike) -> Source:
     _check(bool(ids), f"--images {images}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     table = _items(ids, paths, names, [None] * len(ids))
     _check_unique(table, f"--images {images}")
-    return Source("folder", table)
+    return TableSource("folder", table)
 
 
-def coco_source(annotations: str | os.PathLike, images: str | os.PathLike) -> Source:
+def coco_source(annotations: str | os.PathLike, images: str | os.PathLike) -> TableSource:
     """The images a COCO file lists (its ids kept), found under `images` (a folder or URI) by their file_name."""
     ann = _location(annotations, "--coco")
     root = _location(images, "--images")
@@ -142,10 +95,10 @@ def coco_source(annotations: str | os.PathLike, images: str | os.PathLike) -> So
     table = _items(ids, paths, names, [None] * len(ids))
     _check_unique(table, f"--coco {annotations}")
     categories = tuple({"id": int(c["id"]), "name": str(c["name"])} for c in data.get("categories", []))
-    return Source("coco", table, categories)
+    return TableSource("coco", table, categories)
 
 
-def manifest_source(manifest: str | os.PathLike) -> Source:
+def manifest_source(manifest: str | os.PathLike) -> TableSource:
     """A Parquet or CSV table (local or URI) with a `path` column and optional `prompt` and `image_id` columns.
 
     A path may be absolute, a URI, or relative to the manifest's folder. Rows may repeat an image with different
@@ -192,10 +145,10 @@ def manifest_source(manifest: str | os.PathLike) -> Source:
         chunks.append(_items(ids, paths, raw_paths, prompts))
     table = pa.concat_tables(chunks)
     _check_unique_keys(table, f"--manifest {manifest}")
-    return Source("manifest", table)
+    return TableSource("manifest", table)
 
 
-def parquet_source(dataset: str | os.PathLike, image_column: str | None = None) -> Source:
+def parquet_source(dataset: str | os.PathLike, image_column: str | None = None) -> ParquetSource:
     """A Parquet file or folder (local or URI) whose rows carry the images: a `{bytes, path}` struct (what
     Hugging Face `datasets` writes) or a binary column, with optional `prompt` and `image_id` columns."""
     import pyarrow.dataset as pads
@@ -217,7 +170,7 @@ def parquet_source(dataset: str | os.PathLike, image_column: str | None = None) 
         is_struct or pa.types.is_binary(kind) or pa.types.is_large_binary(kind),
         f"--parquet {dataset}: column {column!r} is {kind}, expected image bytes or a {{bytes, path}} struct",
     )
-    return Source("parquet", None, parquet=loc.uri, image_column=column, columns=tuple(names))
+    return ParquetSource(loc.uri, column, tuple(names))
 
 
 def _parent(loc: Location) -> Location:
@@ -241,7 +194,7 @@ def _items(ids: list[int], paths: list[str], names: list[str], prompts: list[str
 
 def _check_unique_keys(table: pa.Table, where: str) -> None:
     """An (image_id, prompt) pair may appear once in a manifest."""
-    from pipelines.keys import table_key_hashes
+    from rows.keys import table_key_hashes
 
     hashes = table_key_hashes(table)
     if len(np.unique(hashes)) == len(hashes):
