@@ -252,3 +252,29 @@ def test_segment_rows_carry_masks_decoded_by_the_replica(monkeypatch, tmp_path, 
     assert mask.shape == (512, 512) and mask.any() and not mask[:100].any()  # inside the box only
     results, _ = rows_to_coco_results(rows, categories_for(["cat"]))
     assert results[0]["segmentation"] == obj["mask"] and results[0]["bbox"][2] == pytest.approx(256, abs=1)
+
+
+# ---- error kinds -------------------------------------------------------------------------------------------------
+
+
+def test_resume_reads_error_kinds_from_rows_and_from_old_messages(tmp_path):
+    """Rows carry their error's kind; rows of outputs written before that are read by their message, there only."""
+    import pyarrow.parquet as pq
+
+    from pipelines.output import OutputFolder
+    from rows import error_row, rows_to_table
+    from rows.keys import key_hashes
+
+    out = OutputFolder(tmp_path / "out")
+    out.prepare({}, resume=False)
+    now = [error_row(1, "/a.png", "ocr", "ocr", "a message in new words", "read"),
+           error_row(2, "/b.png", "ocr", "ocr", "cannot decode image: broken", "decode")]  # fmt: skip
+    out.parts.write(rows_to_table(now))
+    old = rows_to_table([error_row(3, "/c.png", "ocr", "ocr", "cannot read file: gone", "read")]).drop_columns(
+        ["error_kind"]
+    )
+    name = "part-old-00000.parquet"
+    pq.write_table(old, tmp_path / "out" / "predictions" / name)
+    out.parts._commit(name, 1)
+    done = out.done_keys(skip_errors=("read",))  # to be retried: rows 1 (by its kind) and 3 (by its old message)
+    assert done.tolist() == key_hashes([2], ["ocr"]).tolist()

@@ -118,6 +118,30 @@ def test_images_are_read_upright_in_rgb_or_refused_with_their_name(photo_paths, 
     assert describe_upload(None) == ""
 
 
+@pytest.mark.parametrize("kind", ["rgba", "gray16"])
+def test_the_page_decodes_a_file_to_the_pixels_the_job_labels(kind, photo_paths, tmp_path):
+    """The page and the label job share one decoder: transparency on white, 16-bit scaled, not a plain convert."""
+    import numpy as np
+
+    from labeling import prepare
+
+    coffee = np.asarray(Image.open(photo_paths[2]).convert("RGBA")).copy()
+    coffee[:, :150, 3] = 0  # a transparent band: a plain RGB convert would show what is under it
+    gray = np.asarray(Image.open(photo_paths[2]).convert("L"), dtype=np.uint16) * 257
+    image = Image.fromarray(coffee) if kind == "rgba" else Image.fromarray(gray)
+    path = tmp_path / f"{kind}.png"
+    image.save(path)
+    page = np.asarray(read_image(path))
+    job = prepare({"image_id": 1, "path": str(path), "prompt": "ocr"}, size=64)
+    assert (job["width"], job["height"]) == (page.shape[1], page.shape[0]) and job["error"] == ""
+    resized = np.asarray(Image.fromarray(page).resize((64, 64), Image.Resampling.BICUBIC))
+    assert np.array_equal(resized, job["pixels"])
+    if kind == "rgba":
+        assert (page[:, :150] == 255).all()  # white where transparent
+    else:
+        assert page.max() > 200 and np.array_equal(page[..., 0], (gray // 257).astype(np.uint8))  # scaled to 8 bits
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [
