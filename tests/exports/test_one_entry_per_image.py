@@ -37,7 +37,8 @@ def run_folder(checkpoint, photo_paths, tmp_path_factory):
     pd.DataFrame([{"path": p.name, "prompt": f"detect {c}"} for c in CLASSES for p in photo_paths]).to_parquet(manifest)
     out = tmp_path_factory.mktemp("run") / "out"
     argv = ["--checkpoint", str(checkpoint("tiny")[0]), "--manifest", str(manifest), "--batch-size", "1",
-            "--rows-per-part", "1", "--export", "coco,yolo,voc,labelstudio", "--output", str(out), "--no-progress"]  # fmt: skip
+            "--rows-per-part", "1", "--export", "coco,yolo,voc,labelstudio", "--output", str(out),
+            "--no-progress"]  # fmt: skip
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         status = run(config_from_args(build_parser().parse_args(argv)), argv, replica_class=AnswersWithBoxes)[1]
