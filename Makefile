@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format bench clean
+.PHONY: test demo lint format bench clean browser
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test,ui,labelstudio]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# The browser tests drive Debian's Chromium (never a download of Playwright's own): installed here where this
+# machine can (root or sudo with apt-get), as CI installs it; otherwise make test stops with one line saying how.
+browser:
+	@bash .ci/install-browser >/dev/null 2>&1 || { echo "make test: the browser tests need Chromium at /usr/bin/chromium; install it (sudo apt-get install chromium) and run make test again" >&2; exit 2; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="shapes only: pretrain the vision tower on N images' dense labels first",
     )
     p.add_argument("--vision-pretrain-lr", type=float, default=1e-3)
+    p.add_argument("--vision-pretrain-words", type=float, default=0.4, help="share of word images in pretraining")
+    p.add_argument("--image-size", type=int, help="train at this resolution: position embeddings resized")
     p.add_argument("--vision-lr-scale", type=float, default=1.0, help="the vision tower's share of --lr (default 1)")
     p.add_argument("--pool", type=int, default=1, help="group the examples of N batches by length (default 1: off)")
     p.add_argument("--data-workers", type=int, choices=(0, 1), default=0, help="1: make batches in a second process")
@@ -129,6 +131,8 @@ def config_from_args(args: argparse.Namespace):
         vision_pretrain=args.vision_pretrain,
         vision_pretrain_lr=args.vision_pretrain_lr,
         vision_lr_scale=args.vision_lr_scale,
+        vision_pretrain_words=args.vision_pretrain_words,
+        image_size=args.image_size,
     )
 
 

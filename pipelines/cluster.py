@@ -35,17 +35,21 @@ def probe(address: str, timeout: float = 5.0) -> None:
 
 
 def quiet_ray() -> dict:
-    """What keeps a normal run free of Ray's alarming lines; each is explained here, since it cannot be fixed here.
+    """ray.init options that keep a normal run's console free of Ray's lines (pipelines/console.py has the rest):
 
+    - Ray's Python loggers at ERROR: token authentication (on by default since Ray 2.60) logs a WARNING at every
+      start, which the README explains once;
+    - worker processes' output is not forwarded to the driver (it stays in Ray's log folder);
     - Ray Data (2.60) hands every actor-pool worker its context and UDF as object references, so with actor
       restarts on (which exactly-once needs) Ray's core logs an ERROR that "the actor restart will fail" if those
-      objects were lost. Ray Data holds them for the whole run, so they are not lost; the line is noise. Core logs
-      at fatal level only.
-    - Token authentication (on by default since Ray 2.60) logs a WARNING at every start; the README explains it
-      once. Ray's Python loggers go to ERROR level.
+      objects were lost. Ray Data holds them for the whole run, so they are not lost; the driver's stderr filter
+      (console.RayLineFilter) drops the line. (RAY_BACKEND_LOG_LEVEL would hide it too, but prints a line of its
+      own in every process.)
     """
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
-    return {"logging_level": logging.ERROR}
+    from pipelines.console import quiet_ray_loggers
+
+    quiet_ray_loggers()
+    return {"logging_level": logging.ERROR, "log_to_driver": False}
 
 
 def connect(address: str | None = None, verbose: bool = False, **init_options) -> bool:

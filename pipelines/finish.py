@@ -70,6 +70,8 @@ def finish(job, out: OutputFolder, source: Source, tasks: list[Task], summary: S
 
     summary.total_rows, summary.total_errors = out.parts.tally()
     summary.files["predictions"] = out.parts.folder.uri
+    if out.ray_logs:
+        summary.files["ray_logs"] = out.ray_logs
     classes = object_classes(tasks, out)
     model_version = job.replica.checkpoint.rstrip("/").rsplit("/", 1)[-1]
     if classes:

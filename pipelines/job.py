@@ -16,6 +16,7 @@ objects); images and model work stay on the workers, and the exports at the end 
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -26,11 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from labeling.images import prepare
+from pipelines.console import Progress, RayLineFilter
+from pipelines.lock import LockHeld, OutputLock
 from pipelines.output import OutputError, OutputFolder
 from pipelines.replica import Replica
 from pipelines.summary import Summary
 from pipelines.writer import PartWriter
-from sources import Plan
+from sources import Plan, Source
 from specs.fields import SpecError
 from specs.label import LabelJob
 from tasks import Task, TaskLookup
@@ -164,8 +167,8 @@ def run_pipeline(job: LabelJob, ds, writer: PartWriter) -> None:
     import ray
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = job.output.progress
-    ctx.enable_operator_progress_bars = job.output.progress
+    # The job prints its own progress (pipelines/console.py); Ray Data's bars only with --verbose.
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = job.output.verbose and job.output.progress
     ctx.max_errored_blocks = -1  # a batch that killed its replica every time must not end the job
     writer.started = time.perf_counter()
     for table in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
@@ -198,16 +201,29 @@ def isolate_missing(job: LabelJob, plan: Plan, replicas: Replicas, image_size: i
     )
 
 
+def _ray_logs() -> str | None:
+    """Where this Ray session's logs are (the summary names them; a normal run's console shows none of them)."""
+    try:
+        import ray
+
+        return ray._private.worker.global_worker.node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - a private attribute of Ray's: the path is a courtesy, never a failure
+        return None
+
+
 # ---- the job ----------------------------------------------------------------------------------------------------
 
 
 def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary:
-    """Check everything, label what is not done yet, then write the exports, previews and the summary.
+    """Check everything, take the output, label what is not done yet, then write the exports, previews and the
+    summary.
 
     replica_class: the model stage; tests hand in a subclass that fails on purpose.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     source = job.source.open()
+    for note in source.notes:
+        log(f"note: {note}")
     if job.tasks.task is None and not source.every_input_has_a_prompt():
         raise SpecError("--task is required (a manifest or dataset without a prompt on every row needs it too)")
     tasks = job.tasks.resolve(source.categories)
@@ -216,10 +232,24 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
         log("note: a segment task without --vae gives boxes only (masks need big_vision's vae-oid.npz)")
     try:
         out = OutputFolder(job.output.output)
+        out.check_writable()
+        lock = OutputLock(out.root, log)
+        lock.acquire()
+    except (OutputError, LockHeld) as e:
+        raise SpecError(f"--output {job.output.output}: {e}" if isinstance(e, LockHeld) else str(e)) from e
+    try:
+        return _label_output(job, source, tasks, image_size, out, lock, replica_class, log)
+    finally:
+        lock.release()
+
+
+def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: int, out: OutputFolder,
+                  lock: OutputLock, replica_class: type, log) -> Summary:  # fmt: skip
+    """The run on an output this run holds: resume bookkeeping, the labeling, the summary and what follows."""
+    try:
         out.prepare(settings_for_resume(job, tasks), job.output.resume)
     except OutputError as e:
         raise SpecError(str(e)) from e
-
     source.write_record(out.root)
     kinds = job.output.retry_errors
     retried = out.drop_rows_with_errors(kinds) if kinds else 0
@@ -230,10 +260,12 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
     todo = plan.total - plan.skipped
     if plan.skipped:
         log(f"--resume: {plan.skipped} of {plan.total} inputs are already in {out.root.uri}, {todo} to do")
-
-    writer = PartWriter(out.parts, plan.expected, plan.done, job.output.rows_per_part, job.output.seconds_per_part)
+    progress = Progress(todo, job.output.progress_every) if job.output.progress and todo else None
+    writer = PartWriter(out.parts, plan.expected, plan.done, job.output.rows_per_part, job.output.seconds_per_part,
+                        before_write=lock.check, progress=progress)  # fmt: skip
     start = time.perf_counter()
-    isolated = _label(job, plan, tasks, image_size, writer, replica_class, out, log) if todo else 0
+    with progress or contextlib.nullcontext():
+        isolated = _label(job, plan, tasks, image_size, writer, replica_class, out, log) if todo else 0
     end = time.perf_counter()
     pipeline_seconds = end - (writer.started or start)  # images/s over the pipeline, not Ray's start-up
     summary = Summary(
@@ -246,6 +278,7 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
         duplicates_dropped=writer.duplicates,
         isolated=isolated,
         retried_errors=retried,
+        not_inputs=dict(source.skipped),
     )
     from pipelines.finish import finish
 
@@ -267,6 +300,8 @@ def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer
     for s in previous:
         signal.signal(s, stop)
     started_ray = False
+    console = contextlib.nullcontext() if job.output.verbose else RayLineFilter()
+    console.__enter__()
     try:
         try:
             started_ray = connect(job.placement.address, verbose=job.output.verbose)
@@ -289,7 +324,9 @@ def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer
         if started_ray:
             import ray
 
+            out.ray_logs = _ray_logs()
             ray.shutdown()
+        console.__exit__(None, None, None)
 
 
 __all__ = ["Interrupted", "LabelJob", "Summary", "run_label"]

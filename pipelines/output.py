@@ -60,6 +60,7 @@ class OutputFolder:
         except StorageError as e:
             raise OutputError(f"--output {root}: {e}") from e
         self.parts = PartStore(self.root.join(PARTS))
+        self.ray_logs: str | None = None  # the Ray session's log folder, once a run has used Ray
 
     def check_writable(self) -> None:
         """A local --output that is a file, or sits under one, fails here with one line."""

@@ -21,6 +21,7 @@ class Summary:
     isolated: int = 0  # inputs a replica died on every time, written as error rows
     retried_errors: int = 0  # error rows of earlier runs labeled again (--retry-errors)
     unknown_labels: int = 0
+    not_inputs: dict = field(default_factory=dict)  # what the source's listing skipped and why (link loops, ...)
     files: dict = field(default_factory=dict)
 
     def line(self) -> str:

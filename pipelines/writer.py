@@ -19,8 +19,11 @@ from rows.keys import KeyIndex, key_hashes
 
 class PartWriter:
     def __init__(self, store: PartStore, expected: np.ndarray, done: np.ndarray, rows_per_part: int,
-                 seconds_per_part: float):  # fmt: skip
+                 seconds_per_part: float, before_write=None, progress=None):  # fmt: skip
+        """before_write: called before each part is written; raises to stop the writer (a lost output lock).
+        progress: told of every row written (pipelines.console.Progress)."""
         self.store = store
+        self.before_write, self.progress = before_write, progress
         self.index = KeyIndex(expected)
         done_pos = self.index.positions(np.asarray(done, np.int64))
         self.index.seen[done_pos[done_pos >= 0]] = True
@@ -54,8 +57,11 @@ class PartWriter:
         if table.num_rows:
             self.buffer.append(table)
             self.buffered += table.num_rows
+            errors = table.num_rows - table.column("error").null_count
             self.rows += table.num_rows
-            self.errors += table.num_rows - table.column("error").null_count
+            self.errors += errors
+            if self.progress is not None:
+                self.progress.update(table.num_rows, errors)
         if self.buffered >= self.rows_per_part or time.monotonic() - self.since >= self.seconds_per_part:
             self.flush()
         return table.num_rows
@@ -64,6 +70,8 @@ class PartWriter:
         self.since = time.monotonic()
         if not self.buffer:
             return
+        if self.before_write is not None:
+            self.before_write()
         table = pa.concat_tables(self.buffer)
         self.store.write(table)
         self.buffer, self.buffered = [], 0

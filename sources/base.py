@@ -90,6 +90,8 @@ class Source(ABC):
 
     kind: ClassVar[str]
     categories: tuple[dict, ...] = ()
+    skipped: dict[str, int] = {}  # what the listing left out and why (a kind that skips nothing keeps {})
+    notes: tuple[str, ...] = ()  # lines worth telling the user about the listing
 
     @abstractmethod
     def every_input_has_a_prompt(self) -> bool:

@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
+from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -38,32 +41,89 @@ def _check(condition: bool, message: str) -> None:
         raise SourceError(message)
 
 
+@dataclass
+class Walk:
+    """What a folder walk found: relative paths of the image files, and what it skipped and why."""
+
+    files: list[str] = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+    def keep(self, rel: str) -> bool:
+        """Whether a relative path is an image to label (hidden names and other extensions are counted)."""
+        if any(part.startswith(".") for part in rel.split("/")):
+            self.skipped["hidden"] += 1
+            return False
+        if posixpath.splitext(rel)[1].lower() not in IMAGE_EXTENSIONS:
+            self.skipped["not an image"] += 1
+            return False
+        return True
+
+
+def walk_local(root: str) -> Walk:
+    """Every regular file under a local folder once, however many paths reach it: symbolic links are followed,
+    a link back into a folder being walked (a loop) is skipped with a note, and a file reached by several paths
+    (links, hard links) keeps the first of them in sorted order."""
+    walk, candidates = Walk(), []
+
+    def visit(folder: str, rel: str, ancestors: frozenset) -> None:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            try:
+                info = os.stat(entry.path)  # follows links
+            except OSError:
+                walk.skipped["broken link"] += 1
+                continue
+            key = (info.st_dev, info.st_ino)
+            if stat.S_ISDIR(info.st_mode):
+                if key in ancestors:
+                    walk.skipped["link loop"] += 1
+                    target = os.readlink(entry.path) if entry.is_symlink() else "a folder above it"
+                    walk.notes.append(f"skipped a link loop: {path} -> {target} (the folder is already being read)")
+                else:
+                    visit(entry.path, path, ancestors | {key})
+            elif stat.S_ISREG(info.st_mode) and walk.keep(path):
+                candidates.append((path, key))
+
+    top = os.stat(root)
+    visit(root, "", frozenset({(top.st_dev, top.st_ino)}))
+    seen: set[tuple[int, int]] = set()
+    for path, key in sorted(candidates):
+        if key in seen:
+            walk.skipped["same file"] += 1
+        else:
+            seen.add(key)
+            walk.files.append(path)
+    return walk
+
+
+def walk_remote(root: Location) -> Walk:
+    """Every object under a URI prefix (object stores have no links)."""
+    walk = Walk()
+    prefix = root.path.rstrip("/")
+    for info in root.list(recursive=True):
+        rel = info.path[len(prefix) :].lstrip("/")
+        if walk.keep(rel):
+            walk.files.append(rel)
+    return walk
+
+
 def folder_source(images: str | os.PathLike) -> TableSource:
     """Every image file under `images` (a folder or a URI prefix; recursive, by extension, hidden names skipped),
-    in path order."""
+    each file once, in path order."""
     root = _location(images, "--images")
     try:
         is_dir = root.is_dir()
-        infos = list(root.list(recursive=True)) if is_dir else []
-    except StorageError as e:
+        walk = (walk_local(root.path) if root.local else walk_remote(root)) if is_dir or not root.local else Walk()
+    except (StorageError, OSError) as e:
         raise SourceError(f"--images {images}: {e}") from e
-    if not is_dir and not (root.local is False and infos):
+    if not is_dir and not (root.local is False and walk.files):
         raise SourceError(f"--images {images}: not a folder")
-    ids, paths, names = [], [], []
-    prefix = root.path.rstrip("/").rstrip(os.sep)
-    for info in infos:
-        rel = info.path[len(prefix) :].lstrip("/").lstrip(os.sep).replace(os.sep, "/")
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if posixpath.splitext(rel)[1].lower() not in IMAGE_EXTENSIONS:
-            continue
-        ids.append(stable_image_id(rel))
-        paths.append(root.child(info).uri)
-        names.append(rel)
-    _check(bool(ids), f"--images {images}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
-    table = _items(ids, paths, names, [None] * len(ids))
+    _check(bool(walk.files), f"--images {images}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    paths = [root.join(*rel.split("/")).uri for rel in walk.files]
+    table = _items([stable_image_id(rel) for rel in walk.files], paths, walk.files, [None] * len(paths))
     _check_unique(table, f"--images {images}")
-    return TableSource("folder", table)
+    return TableSource("folder", table, skipped=dict(walk.skipped), notes=tuple(walk.notes))
 
 
 def coco_source(annotations: str | os.PathLike, images: str | os.PathLike) -> TableSource:

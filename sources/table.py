@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -80,11 +80,14 @@ class FileNames:
 
 @dataclass(frozen=True)
 class TableSource(Source):
-    """items: ITEM_SCHEMA rows (a null prompt means the job's prompts); kind: folder, coco or manifest."""
+    """items: ITEM_SCHEMA rows (a null prompt means the job's prompts); kind: folder, coco or manifest; skipped:
+    what the listing left out and why (counts); notes: lines worth telling the user (a link loop and its path)."""
 
     kind: str
     items: pa.Table
     categories: tuple[dict, ...] = ()
+    skipped: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return self.items.num_rows

@@ -273,7 +273,8 @@ class OutputSpec:
         metavar="FORMATS",
         help="also write coco, yolo, voc and/or labelstudio, e.g. yolo,voc",
     )
-    progress: bool = option(True, flag="--no-progress", negate=True, help="no progress bars")
+    progress: bool = option(True, flag="--no-progress", negate=True, help="print no progress")
+    progress_every: float = option(30.0, help="when the output is not a terminal, a progress line this often (s)")
     verbose: bool = option(False, help="show everything Ray logs, warnings included")
 
     def __post_init__(self) -> None:
@@ -291,6 +292,7 @@ class OutputSpec:
         unknown = [f for f in self.exports if f not in _formats()]
         check(not unknown, self, "exports", f"unknown format {', '.join(unknown)}; formats are {', '.join(_formats())}")
         at_least(self, 1, "rows_per_part")
+        check(self.progress_every > 0, self, "progress_every", f"must be above 0, got {self.progress_every}")
         at_least(self, 0, "previews")
 
 

@@ -16,6 +16,12 @@ order or shuffled), so its answer lists objects; a share of prompts (`NEGATIVE_S
 whose answer is empty, so the model still learns to say "none". (Drawing 1-3 classes at random, as the first
 version did, left two answers in three empty for one-object scenes, and a model trained on that answered every
 `detect <class>` with `<eos>`.) Segmentation asks for a present class with the same odds.
+
+**Augmentation** (`augment=True`, a curriculum stage's `augment`) varies what the spec leaves free, so that a model
+learns the shapes rather than one drawing routine: the exact colour within each named colour (hue, saturation and
+brightness moved, the name unchanged), the background's tone and noise (any light tone, an optional gradient,
+noise on more images), anti-aliased or hard edges, and positions up to the border; words get any dark ink on the
+same backgrounds, with soft or hard glyph edges. Held-out sets are drawn without it (the spec as written).
 """
 
 from __future__ import annotations
@@ -68,11 +74,36 @@ class Example:
     task: str
 
 
-def _background(rng: np.random.Generator) -> np.ndarray:
+def _background(rng: np.random.Generator, augment: bool = False) -> np.ndarray:
     pixels = np.broadcast_to(rng.integers(200, 256, size=3).astype(np.float32), (SIZE, SIZE, 3)).copy()
+    if augment:
+        if rng.random() < 0.5:  # a gentle gradient in a random direction, staying light
+            angle = rng.uniform(0, 2 * np.pi)
+            ramp = np.cos(angle) * np.arange(SIZE)[None, :] + np.sin(angle) * np.arange(SIZE)[:, None]
+            pixels += (ramp / SIZE * rng.uniform(-25, 25))[..., None]
+        if rng.random() < 0.5:
+            pixels += rng.normal(0.0, rng.uniform(2.0, 15.0), size=pixels.shape)
+        return np.clip(pixels, 185, 255)
     if rng.random() < 0.3:
         pixels += rng.normal(0.0, 10.0, size=pixels.shape)
     return pixels
+
+
+def _fill(rng: np.random.Generator, color: str, augment: bool) -> np.ndarray:
+    """A fill of a named colour: the spec's jitter (each channel within 20), or with `augment` the colour's hue,
+    saturation and brightness each moved within a range that keeps its name."""
+    base = np.array(COLORS[color], dtype=np.float32)
+    if not augment:
+        return np.clip(base + rng.integers(-20, 21, size=3), 0, 255)
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(base / 255.0))
+    # About 5 degrees of hue, and saturation and brightness within a sixth: yellow and orange, the closest pair
+    # (23 degrees apart), stay apart, and a yellow never darkens to olive.
+    h = (h + rng.uniform(-0.015, 0.015)) % 1.0
+    s = float(np.clip(s * rng.uniform(0.8, 1.1), 0.35, 1.0))
+    v = float(np.clip(v * rng.uniform(0.85, 1.08), 0.35, 1.0))
+    return np.array(colorsys.hsv_to_rgb(h, s, v), dtype=np.float32) * 255.0
 
 
 def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
@@ -83,9 +114,11 @@ def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
     return inter / union
 
 
-def _shape_mask(kind: str, box: tuple[int, int, int, int]) -> np.ndarray:
-    x0, y0, x1, y1 = box
-    canvas = Image.new("L", (SIZE, SIZE), 0)
+def _shape_coverage(kind: str, box: tuple[int, int, int, int], scale: int = 1) -> np.ndarray:
+    """The shape drawn at `scale` times the resolution and averaged back: float[224, 224] coverage in [0, 1]
+    (hard 0/1 at scale 1, anti-aliased edges above)."""
+    x0, y0, x1, y1 = (v * scale for v in box)
+    canvas = Image.new("L", (SIZE * scale, SIZE * scale), 0)
     draw = ImageDraw.Draw(canvas)
     if kind == "circle":
         draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=255)
@@ -93,36 +126,52 @@ def _shape_mask(kind: str, box: tuple[int, int, int, int]) -> np.ndarray:
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=255)
     else:  # isosceles triangle, apex up
         draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=255)
-    return np.asarray(canvas) > 127
+    if scale > 1:
+        canvas = canvas.resize((SIZE, SIZE), Image.Resampling.BOX)
+    return np.asarray(canvas, dtype=np.float32) / 255.0
 
 
-def _random_box(rng: np.random.Generator, kind: str) -> tuple[int, int, int, int]:
+def _shape_mask(kind: str, box: tuple[int, int, int, int]) -> np.ndarray:
+    return _shape_coverage(kind, box) > 0.5
+
+
+def _random_box(rng: np.random.Generator, kind: str, augment: bool = False) -> tuple[int, int, int, int]:
     w = int(rng.integers(24, 97))
     h = w if kind != "triangle" else int(np.clip(round(w * rng.uniform(0.8, 1.2)), 24, 96))
     x0 = int(rng.integers(0, SIZE - w + 1))
     y0 = int(rng.integers(0, SIZE - h + 1))
+    if augment and rng.random() < 0.3:  # against a border: uniform positions reach it rarely
+        if rng.random() < 0.5:
+            x0 = 0 if rng.random() < 0.5 else SIZE - w
+        else:
+            y0 = 0 if rng.random() < 0.5 else SIZE - h
     return (x0, y0, x0 + w, y0 + h)
 
 
 def draw_scene(
-    rng: np.random.Generator, num_objects: int | None = None, max_objects: int = 4
+    rng: np.random.Generator, num_objects: int | None = None, max_objects: int = 4, augment: bool = False
 ) -> tuple[Image.Image, list[Shape]]:
     """An image of 1-4 non-overlapping (IoU <= 0.1) shapes and their ground truth, in drawing order.
 
     num_objects fixes the count; otherwise it is drawn from 1..max_objects (a curriculum starts with fewer).
+    augment: vary what the spec leaves free (the module docstring); without it the random stream is the spec's.
     """
     n = int(rng.integers(1, max_objects + 1)) if num_objects is None else num_objects
-    pixels = _background(rng)
+    pixels = _background(rng, augment)
     shapes: list[Shape] = []
     while len(shapes) < n:
         kind = CLASSES[int(rng.integers(len(CLASSES)))]
-        box = _random_box(rng, kind)
+        box = _random_box(rng, kind, augment)
         if any(_iou(box, s.box) > MAX_IOU for s in shapes):
             continue
         color = list(COLORS)[int(rng.integers(len(COLORS)))]
-        fill = np.clip(np.array(COLORS[color]) + rng.integers(-20, 21, size=3), 0, 255)
+        fill = _fill(rng, color, augment)
         mask = _shape_mask(kind, box)
-        pixels[mask] = fill
+        if augment and rng.random() < 0.5:  # anti-aliased edges: blend by coverage
+            cover = _shape_coverage(kind, box, scale=4)[..., None]
+            pixels[:] = pixels * (1 - cover) + fill * cover
+        else:
+            pixels[mask] = fill
         # A later shape may cover a corner of an earlier one: keep each mask to what is visible.
         shapes = [Shape(s.kind, s.color, s.box, s.mask & ~mask) for s in shapes]
         shapes.append(Shape(kind, color, box, mask))
@@ -135,28 +184,34 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def draw_word(rng: np.random.Generator, lengths: tuple[int, int] = WORD_LENGTHS) -> tuple[Image.Image, str]:
+def draw_word(
+    rng: np.random.Generator, lengths: tuple[int, int] = WORD_LENGTHS, augment: bool = False
+) -> tuple[Image.Image, str]:
     """A light image with one word of `lengths` characters (the spec: 4-8, from A-Z and 2-9) drawn dark at 22-36
     px, placed fully inside."""
-    image, word, _ = draw_word_with_centers(rng, lengths)
+    image, word, _ = draw_word_with_centers(rng, lengths, augment)
     return image, word
 
 
 def draw_word_with_centers(
-    rng: np.random.Generator, lengths: tuple[int, int] = WORD_LENGTHS
+    rng: np.random.Generator, lengths: tuple[int, int] = WORD_LENGTHS, augment: bool = False
 ) -> tuple[Image.Image, str, list[tuple[float, float]]]:
     """draw_word, plus the (x, y) pixel center of each character (the vision tower's pretraining targets);
-    draws from `rng` exactly as draw_word does."""
+    draws from `rng` exactly as draw_word does. augment: any dark ink, the varied background of scenes, and
+    hard (not anti-aliased) glyph edges half of the time; the word itself, its size and place as the spec."""
     size = int(rng.integers(lengths[0], lengths[1] + 1))
     word = "".join(WORD_ALPHABET[i] for i in rng.integers(len(WORD_ALPHABET), size=size))
-    pixels = _background(rng)
+    pixels = _background(rng, augment)
     image = Image.fromarray(np.clip(pixels, 0, 255).round().astype(np.uint8), "RGB")
     draw = ImageDraw.Draw(image)
+    if augment and rng.random() < 0.5:
+        draw.fontmode = "1"  # hard glyph edges
     font = _font(int(rng.integers(22, 37)))
     left, top, right, bottom = draw.textbbox((0, 0), word, font=font)
     x = int(rng.integers(-left, SIZE - right + 1)) if SIZE - right >= -left else -left
     y = int(rng.integers(-top, SIZE - bottom + 1))
-    draw.text((x, y), word, font=font, fill=tuple(int(c) for c in rng.integers(0, 61, size=3)))
+    ink = rng.integers(0, 61, size=3) if not augment else rng.integers(0, 91, size=3)
+    draw.text((x, y), word, font=font, fill=tuple(int(c) for c in ink))
     edges = [x + draw.textlength(word[:i], font=font) for i in range(len(word) + 1)]
     cy = y + (top + bottom) / 2
     return image, word, [((a + b) / 2, cy) for a, b in zip(edges[:-1], edges[1:], strict=True)]
@@ -243,6 +298,7 @@ class Stage:
     max_objects: int = 4
     word_lengths: tuple[int, int] = WORD_LENGTHS
     mix: dict[str, float] | None = None
+    augment: bool = False  # vary what the spec leaves free (see the module docstring)
 
     def __post_init__(self) -> None:
         if self.examples < 1 or not 1 <= self.max_objects <= 4:
@@ -290,9 +346,9 @@ def shapes_example(seed: int, index: int, encoder=None, stages: tuple[Stage, ...
     weights = np.array([mix[t] for t in names], dtype=float)
     task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     if task == "ocr":
-        image, word = draw_word(rng, stage.word_lengths)
+        image, word = draw_word(rng, stage.word_lengths, stage.augment)
         return Example(image, "ocr", word, task)
-    image, shapes = draw_scene(rng, max_objects=stage.max_objects)
+    image, shapes = draw_scene(rng, max_objects=stage.max_objects, augment=stage.augment)
     return scene_examples(image, shapes, task, rng, encoder)
 
 

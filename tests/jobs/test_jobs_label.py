@@ -88,9 +88,11 @@ def test_resume_after_a_killed_run_finishes_without_duplicates(checkpoint, photo
         kill_session(first.pid)  # the whole job, Ray included, dies at once: no chance to save anything
     done_before = len(keys(out))
     assert 2 <= done_before <= 5
+    assert (out / "_lock.json").is_file()  # the killed run could not give its lock back
     PartStore(out / "predictions").write(PartStore(out / "predictions").iter_tables().__next__(), commit=False)
     status, err = finish(start([*cmd, "--resume"]))
     assert status == 0, err[-3000:]
+    assert "taking over the output's lock" in err and not (out / "_lock.json").exists()
     assert len(keys(out)) == len(set(keys(out))) == 5  # 4 photographs and the broken file, each once
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == done_before and summary["rows"] == 5 - done_before and summary["total_rows"] == 5
