@@ -60,13 +60,20 @@ class Holder:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process of this host runs: it exists and is not a zombie (a killed process whose parent has not
+    collected it yet still has its id)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # someone else's process: alive
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):  # no /proc (not Linux): the process exists
+        return True
 
 
 def _create_if_absent(loc: Location, data: bytes) -> bool:

@@ -46,16 +46,16 @@ def _coverage(kind: str, box: tuple[int, int, int, int]) -> np.ndarray:
     offsets = (np.arange(3) + 0.5) / 3
     ys = (np.arange(SIZE)[:, None] + offsets[None, :]).reshape(-1)
     xs = ys.copy()
-    Y, X = np.meshgrid(ys, xs, indexing="ij")
+    py, px = np.meshgrid(ys, xs, indexing="ij")
     w, h = x1 - x0, y1 - y0
     if kind == "circle":
-        inside = ((X - (x0 + w / 2)) / (w / 2)) ** 2 + ((Y - (y0 + h / 2)) / (h / 2)) ** 2 <= 1.0
+        inside = ((px - (x0 + w / 2)) / (w / 2)) ** 2 + ((py - (y0 + h / 2)) / (h / 2)) ** 2 <= 1.0
     elif kind == "square":
-        inside = (X >= x0) & (X < x1) & (Y >= y0) & (Y < y1)
+        inside = (px >= x0) & (px < x1) & (py >= y0) & (py < y1)
     else:  # apex at the top middle, base along the bottom edge
-        t = (Y - y0) / h  # 0 at the apex, 1 at the base
+        t = (py - y0) / h  # 0 at the apex, 1 at the base
         half = t * w / 2
-        inside = (t >= 0) & (t <= 1) & (np.abs(X - (x0 + w / 2)) <= half)
+        inside = (t >= 0) & (t <= 1) & (np.abs(px - (x0 + w / 2)) <= half)
     return inside.reshape(SIZE, 3, SIZE, 3).mean(axis=(1, 3))
 
 
