@@ -8,21 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from decoders import (
-    DetectedObject,
-    MaskDecoder,
-    ParseReport,
-    mask_to_rle,
-    parse_objects_with_report,
-    paste_mask,
-    strip_end_tokens,
-)
+from decoders import DetectedObject, ParseReport, parse_objects_with_report, strip_end_tokens
 from decoders.scores import span_score
 from tasks.detections import Detections
+
+if TYPE_CHECKING:  # masks need torch, imported only where an answer has masks to decode
+    from decoders import MaskDecoder
 
 
 @dataclass(frozen=True)
@@ -77,6 +72,7 @@ class ObjectsResult:
 
     def object_rows(self) -> list[dict]:
         """One dict per object for the Parquet `objects` column: label, box [x0, y0, x1, y1], score, mask (RLE)."""
+        from decoders.masks import mask_to_rle
         return [
             {
                 "label": o.label,
@@ -184,6 +180,8 @@ def parse_objects_result(
     masks: list[np.ndarray | None] = [None] * len(objects)
     with_codes = [i for i, o in enumerate(objects) if o.seg_tokens is not None]
     if mask_decoder is not None and with_codes:
+        from decoders.masks import paste_mask
+
         raw = mask_decoder.decode(np.array([objects[i].seg_tokens for i in with_codes])).float().cpu()
         for i, r in zip(with_codes, raw, strict=True):
             masks[i] = paste_mask(r, objects[i].box, height, width)

@@ -87,7 +87,7 @@ def test_resume_after_a_killed_run_finishes_without_duplicates(checkpoint, photo
     finally:
         kill_session(first.pid)  # the whole job, Ray included, dies at once: no chance to save anything
     done_before = len(keys(out))
-    assert 2 <= done_before <= 5
+    assert 1 <= done_before <= 5  # one part at least (a slow machine may commit a part of one row at 60 s)
     assert (out / "_lock.json").is_file()  # the killed run could not give its lock back
     PartStore(out / "predictions").write(PartStore(out / "predictions").iter_tables().__next__(), commit=False)
     status, err = finish(start([*cmd, "--resume"]))
