@@ -74,5 +74,54 @@ def connect(address: str | None = None, verbose: bool = False, **init_options) -
                 hint = "; the cluster uses token authentication: set RAY_AUTH_MODE=token (and its token file)"
             raise ClusterError(f"cannot join the Ray cluster at {address} ({str(e).splitlines()[0]}){hint}") from None
     else:
-        ray.init(address="local", **init_options)
+        # A private instance needs no dashboard (the label job asks nothing of it): starting one costs seconds.
+        ray.init(address="local", **({"include_dashboard": False} | init_options))
     return True
+
+
+class RaySession:
+    """Ray for one job, with the console kept free of Ray's lines (pipelines.console) from its start to its
+    shutdown. `start()` joins or starts Ray (ClusterError if it cannot); `close()` shuts down a Ray this session
+    started. Ray starts on the main thread: started from another one, its driver lost the GCS within a minute on
+    this machine ("Failed to connect to GCS within 60 seconds"), so the start is not overlapped with planning.
+    """
+
+    def __init__(self, address: str | None, verbose: bool):
+        self.address, self.verbose = address, verbose
+        self._started: bool | None = None
+        self._console = None
+
+    def start(self) -> bool:
+        """True when this session started (and so owns) the Ray it joined."""
+        import contextlib
+
+        from pipelines.console import RayLineFilter
+
+        if self._started is None:
+            self._console = contextlib.nullcontext() if self.verbose else RayLineFilter()
+            self._console.__enter__()
+            try:
+                self._started = connect(self.address, self.verbose)
+            except BaseException:
+                self._console.__exit__(None, None, None)
+                raise
+        return self._started
+
+    def logs(self) -> str | None:
+        """Where this Ray session's logs are (the summary names them)."""
+        try:
+            import ray
+
+            return ray._private.worker.global_worker.node.get_logs_dir_path()
+        except Exception:  # noqa: BLE001 - a private attribute of Ray's: the path is a courtesy, never a failure
+            return None
+
+    def close(self) -> None:
+        if self._started is None:
+            return
+        if self._started:
+            import ray
+
+            ray.shutdown()
+        self._console.__exit__(None, None, None)
+        self._started = None

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from labeling.images import prepare
-from pipelines.console import Progress, RayLineFilter
+from pipelines.cluster import RaySession
+from pipelines.console import Progress
 from pipelines.lock import LockHeld, OutputLock
 from pipelines.output import OutputError, OutputFolder
 from pipelines.replica import Replica
@@ -201,16 +202,6 @@ def isolate_missing(job: LabelJob, plan: Plan, replicas: Replicas, image_size: i
     )
 
 
-def _ray_logs() -> str | None:
-    """Where this Ray session's logs are (the summary names them; a normal run's console shows none of them)."""
-    try:
-        import ray
-
-        return ray._private.worker.global_worker.node.get_logs_dir_path()
-    except Exception:  # noqa: BLE001 - a private attribute of Ray's: the path is a courtesy, never a failure
-        return None
-
-
 # ---- the job ----------------------------------------------------------------------------------------------------
 
 
@@ -237,14 +228,16 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
         lock.acquire()
     except (OutputError, LockHeld) as e:
         raise SpecError(f"--output {job.output.output}: {e}" if isinstance(e, LockHeld) else str(e)) from e
+    ray_session = RaySession(job.placement.address, job.output.verbose)
     try:
-        return _label_output(job, source, tasks, image_size, out, lock, replica_class, log)
+        return _label_output(job, source, tasks, image_size, out, lock, replica_class, ray_session, log)
     finally:
+        ray_session.close()
         lock.release()
 
 
 def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: int, out: OutputFolder,
-                  lock: OutputLock, replica_class: type, log) -> Summary:  # fmt: skip
+                  lock: OutputLock, replica_class: type, ray_session: RaySession, log) -> Summary:  # fmt: skip
     """The run on an output this run holds: resume bookkeeping, the labeling, the summary and what follows."""
     try:
         out.prepare(settings_for_resume(job, tasks), job.output.resume)
@@ -265,7 +258,7 @@ def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: 
                         before_write=lock.check, progress=progress)  # fmt: skip
     start = time.perf_counter()
     with progress or contextlib.nullcontext():
-        isolated = _label(job, plan, tasks, image_size, writer, replica_class, out, log) if todo else 0
+        isolated = _label(job, plan, tasks, image_size, writer, replica_class, out, ray_session, log) if todo else 0
     end = time.perf_counter()
     pipeline_seconds = end - (writer.started or start)  # images/s over the pipeline, not Ray's start-up
     summary = Summary(
@@ -287,10 +280,10 @@ def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: 
 
 
 def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer: PartWriter, replica_class: type,
-           out: OutputFolder, log) -> int:  # fmt: skip
+           out: OutputFolder, ray_session: RaySession, log) -> int:  # fmt: skip
     """Ray's part of the job: the pipeline, then the isolation of inputs that never came back; SIGINT and
     SIGTERM save the rows so far and raise Interrupted."""
-    from pipelines.cluster import ClusterError, connect
+    from pipelines.cluster import ClusterError
 
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
@@ -299,16 +292,14 @@ def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer
 
     for s in previous:
         signal.signal(s, stop)
-    started_ray = False
-    console = contextlib.nullcontext() if job.output.verbose else RayLineFilter()
-    console.__enter__()
     try:
         try:
-            started_ray = connect(job.placement.address, verbose=job.output.verbose)
+            ray_session.start()
         except ClusterError as e:
             raise SpecError(str(e)) from None
         import ray
 
+        out.ray_logs = ray_session.logs()
         replicas = Replicas(job, tuple(tasks), cpus_per_replica(job, float(ray.cluster_resources().get("CPU", 1))))
         run_pipeline(job, build_dataset(job, plan, replicas, image_size, replica_class), writer)
         return isolate_missing(job, plan, replicas, image_size, writer, replica_class, log)
@@ -321,12 +312,6 @@ def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if started_ray:
-            import ray
-
-            out.ray_logs = _ray_logs()
-            ray.shutdown()
-        console.__exit__(None, None, None)
 
 
 __all__ = ["Interrupted", "LabelJob", "Summary", "run_label"]
