@@ -258,7 +258,8 @@ class TileObjects:
 @dataclass(frozen=True, eq=False)
 class Part:
     """One object as one tile saw it, in image pixels. cut: whether its box comes within the edge margin of an
-    inner edge of its tile (one that is not the image border), on the (left, top, right, bottom)."""
+    inner edge of its tile (one that is not the image border), on the (left, top, right, bottom). whole: whether
+    it comes from the whole-image pass (a tile that is the image, beside others)."""
 
     label: str
     key: str  # rows.label_key(label): objects merge only with objects of an equal key
@@ -267,11 +268,12 @@ class Part:
     mask: MaskCrop | None
     tile: Box
     cut: tuple[bool, bool, bool, bool]
+    whole: bool = False
 
 
-def tile_parts(tile: TileObjects, width: int, height: int, edge_margin: float) -> list[Part]:
+def tile_parts(tile: TileObjects, width: int, height: int, edge_margin: float, whole: bool = False) -> list[Part]:
     """One tile's objects -> Parts in image pixels: boxes clipped to the frame, scaled to the tile and moved to
-    its offset; masks cropped to their set pixels and moved likewise."""
+    its offset; masks cropped to their set pixels and moved likewise. whole: the tile is the whole-image pass."""
     tx0, ty0, tx1, ty1 = tile.box
     fw, fh = tile.frame or (tx1 - tx0, ty1 - ty0)
     sx, sy = (tx1 - tx0) / fw, (ty1 - ty0) / fh
@@ -287,7 +289,7 @@ def tile_parts(tile: TileObjects, width: int, height: int, edge_margin: float) -
         label = str(obj["label"])
         score = None if obj.get("score") is None else float(obj["score"])
         cut = _cut_sides(box, tile.box, width, height, edge_margin)
-        parts.append(Part(label, label_key(label), box, score, mask, tuple(tile.box), cut))  # type: ignore[arg-type]
+        parts.append(Part(label, label_key(label), box, score, mask, tuple(tile.box), cut, whole))  # type: ignore[arg-type]
     return parts
 
 
@@ -342,10 +344,16 @@ def merge_tiles(tiles: Sequence[TileObjects], width: int, height: int, config: T
     that region whole, so the two halves of an object cut by the edge agree there even when the halves overlap
     too little for (a); two distinct neighbours do not overlap there and stay two.
     A group also grows through (b) from any member, not only the best one, so that an object cut by several
-    tiles comes back whole. With merge "nmm" a group becomes one object: the union of its boxes, the best score,
-    the OR of its masks; with "nms" the best object alone is kept.
+    tiles comes back whole. Between an object of the whole-image pass (a tile that is the image, beside others)
+    and one of a tile, both rules measure by IoU whatever config.metric says: unlike SAHI, which keeps IOS,
+    because PaliGemma's answer about the squashed image often boxes a cluster of small objects as one, and by
+    IOS that box would swallow every object the tiles found inside it.
+    With merge "nmm" a group becomes one object: the union of its boxes, the best score, the OR of its masks; with
+    "nms" the best object alone is kept.
     """
-    parts = [p for t in tiles for p in tile_parts(t, width, height, config.edge_margin)]
+    whole = (0, 0, width, height)
+    passes = len(tiles) > 1
+    parts = [p for t in tiles for p in tile_parts(t, width, height, config.edge_margin, passes and t.box == whole)]
     by_class: dict[str, list[Part]] = defaultdict(list)
     for p in parts:
         by_class[p.key].append(p)
@@ -382,9 +390,16 @@ def group_parts(parts: Sequence[Part], config: TileConfig) -> list[list[Part]]:
 
 def _matches(a: Part, b: Part, config: TileConfig, first: bool) -> bool:
     """Rule (a) of merge_tiles, for the group's best part only, or rule (b), for any member."""
-    if first and _overlap(a.box, b.box, config.metric) >= config.threshold:
+    if first and _overlap(a.box, b.box, _metric(a, b, config)) >= config.threshold:
         return True
     return _cut_match(a, b, config)
+
+
+def _metric(a: Part, b: Part, config: TileConfig) -> str:
+    """IoU between an object of the whole-image pass and one of a tile, the configured measure otherwise: the
+    whole image squashed often gives one box around a cluster of small objects, which by IOS would swallow every
+    object the tiles found inside it."""
+    return "iou" if a.whole != b.whole else config.metric
 
 
 def _cut_match(a: Part, b: Part, config: TileConfig) -> bool:
@@ -396,7 +411,7 @@ def _cut_match(a: Part, b: Part, config: TileConfig) -> bool:
     if shared is None:
         return False
     ca, cb = _intersection(a.box, shared), _intersection(b.box, shared)
-    return ca is not None and cb is not None and _overlap(ca, cb, config.metric) >= config.threshold
+    return ca is not None and cb is not None and _overlap(ca, cb, _metric(a, b, config)) >= config.threshold
 
 
 def _faces(part: Part, other: Box) -> bool:

@@ -320,6 +320,21 @@ def test_the_full_image_pass_merges_like_a_tile_covering_the_image() -> None:
     assert abs(int(rle_to_mask(merged["mask"]).sum()) - int(mask.sum())) < 0.02 * mask.sum()
 
 
+def test_a_whole_image_box_around_a_cluster_does_not_swallow_the_tiles_objects() -> None:
+    """The squashed whole image often gets one box around many small objects: by IOS (the grid's measure) it
+    would take them all in; whole-image objects are measured against tile objects by IoU, so all stay."""
+    cfg = TileConfig(tile=224, full_image=True)
+    boxes = cfg.boxes(WIDTH, HEIGHT)
+    small = [(30, 30, 60, 60), (100, 40, 130, 70), (170, 30, 200, 60), (250, 50, 280, 80), (40, 120, 70, 150)]
+    tiles = label_tiles(boxes[:-1], small, scores=[[0.5] * 2] * len(small))
+    cluster = {"label": "square", "box": [20, 20, 300, 170], "score": 0.9, "mask": None}
+    tiles.append(TileObjects(boxes[-1], [cluster]))
+    merged = merge_tiles(tiles, WIDTH, HEIGHT, cfg)
+    assert sorted(o["box"] for o in merged) == sorted(
+        [[20.0, 20.0, 300.0, 170.0]] + [[float(v) for v in b] for b in small]
+    )
+
+
 def test_tile_parts_place_boxes_in_image_pixels_and_flag_inner_edges() -> None:
     objects = [{"label": "a", "box": box, "score": 1.0, "mask": None} for box in ([0, 10, 50, 224], [100, 20, 150, 80])]
     tile = TileObjects((180, 0, 404, 224), objects)
