@@ -44,6 +44,9 @@ def build_parser() -> Parser:
     data.add_argument("--task", choices=object_tasks, default="detect", help="(default detect)")
     data.add_argument("--shapes", type=int, metavar="N", help="held-out synthetic shapes: N scenes and N words")
     data.add_argument("--shapes-seed", type=int, default=777, help="seed of the --shapes set (default 777)")
+    data.add_argument("--large-shapes", type=int, metavar="N", help="held-out large scenes of 10-30 small shapes "
+                      "(training/large_scenes.py): N scenes, e.g. to score --tile")  # fmt: skip
+    data.add_argument("--large-size", type=int, default=896, help="side of the --large-shapes scenes (default 896)")
     add_run_arguments(p)
     return p
 
@@ -63,10 +66,10 @@ def job_from_args(args: argparse.Namespace, **source_overrides):
 def main(argv: list[str] | None = None) -> int:
     """`python -m jobs.benchmark`: label and score a COCO set, or the synthetic shapes set."""
     args = build_parser().parse_args(argv)
-    if (args.shapes is None) == (args.coco is None):
-        print("error: give either --coco with --images, or --shapes N", file=sys.stderr)
+    if sum(v is not None for v in (args.shapes, args.coco, args.large_shapes)) != 1:
+        print("error: give one of --coco with --images, --shapes N or --large-shapes N", file=sys.stderr)
         return 2
-    if args.shapes is not None:
+    if args.shapes is not None or args.large_shapes is not None:
         return run_shapes(args)
     from evals.coco import evaluate
 
@@ -123,18 +126,18 @@ def run_shapes(args: argparse.Namespace) -> int:
     """--shapes N: draw the held-out set (once per output folder), label it, score it, write metrics.json."""
     from evals.shapes import headline
     from storage import is_uri
-    from training.shapes_dataset import write_benchmark_set
 
-    if args.shapes < 1:
-        print("error: --shapes needs at least 1 scene", file=sys.stderr)
+    flag, count = ("--shapes", args.shapes) if args.shapes is not None else ("--large-shapes", args.large_shapes)
+    if count < 1:
+        print(f"error: {flag} needs at least 1 scene", file=sys.stderr)
         return 2
     if is_uri(args.output):
-        print("error: --shapes draws its set into the output folder: give a local --output", file=sys.stderr)
+        print(f"error: {flag} draws its set into the output folder: give a local --output", file=sys.stderr)
         return 2
     out = Path(args.output)
     data = out / "shapes-data"
     if not (data / "manifest.parquet").is_file():  # the set is a pure function of the seed: --resume redraws nothing
-        counts = write_benchmark_set(data, args.shapes, args.shapes, args.shapes_seed)
+        counts = draw_set(args, data)
         print(f"wrote {counts['images']} images and {counts['prompts']} prompts to {data}")
     args.task = None  # every row of the set's manifest brings its prompt
     job = job_from_args(args, manifest=str(data / "manifest.parquet"), coco=None, images=None)
@@ -144,11 +147,16 @@ def run_shapes(args: argparse.Namespace) -> int:
     if summary is None:
         return status
     top = headline(scores)
+    if args.large_shapes is not None:  # detect and segment rows only
+        top = {k: v for k, v in top.items() if k in ("detection AP50", "segmentation mIoU")}
     for name, value in top.items():
         print(f"{name}: {value:.3f}")
     metrics = {
         "checkpoint": str(Path(args.checkpoint).absolute()),
         "shapes": args.shapes,
+        "large_shapes": args.large_shapes,
+        "large_size": args.large_size if args.large_shapes else None,
+        "tiles": job.tiles.settings(),
         "shapes_seed": args.shapes_seed,
         "headline": top,
         "scores": scores,
@@ -157,6 +165,17 @@ def run_shapes(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     print(f"wrote {out / 'metrics.json'}")
     return status
+
+
+def draw_set(args: argparse.Namespace, data: Path) -> dict:
+    """The held-out set the arguments name: the spec's scenes and words, or large scenes of small shapes."""
+    if args.large_shapes is not None:
+        from training.large_scenes import write_large_benchmark_set
+
+        return write_large_benchmark_set(data, args.large_shapes, args.shapes_seed, args.large_size)
+    from training.shapes_dataset import write_benchmark_set
+
+    return write_benchmark_set(data, args.shapes, args.shapes, args.shapes_seed)
 
 
 def _rows(out: str) -> list[dict]:

@@ -35,9 +35,10 @@ from jobs.cli import Parser, add_spec_arguments, command_parser, spec_from_args
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Model, replica, placement and output flags, shared with `python -m jobs.benchmark` (from the specs' fields)."""
-    from specs.label import OutputSpec, PlacementSpec, ReplicaSpec
+    from specs.label import OutputSpec, PlacementSpec, ReplicaSpec, TileSpec
 
     add_spec_arguments(p, ReplicaSpec, title="model and replicas")
+    add_spec_arguments(p, TileSpec, title="tiles: large images, small objects")
     add_spec_arguments(p, PlacementSpec, title="placement on the Ray cluster")
     add_spec_arguments(p, OutputSpec, title="output", exclude=("previews", "exports"))
 
@@ -62,7 +63,7 @@ def config_from_args(args: argparse.Namespace, **source_overrides):
     """The LabelJob a parsed command line asks for; raises SpecError (one line naming the option).
     source_overrides: SourceSpec fields set by the caller (jobs.benchmark's drawn shapes set)."""
     from labeling.filters import ObjectFilter
-    from specs.label import LabelJob, OutputSpec, PlacementSpec, ReplicaSpec, SourceSpec, TaskSpec
+    from specs.label import LabelJob, OutputSpec, PlacementSpec, ReplicaSpec, SourceSpec, TaskSpec, TileSpec
 
     return LabelJob(
         source=spec_from_args(SourceSpec, args, **source_overrides),
@@ -71,6 +72,7 @@ def config_from_args(args: argparse.Namespace, **source_overrides):
         output=spec_from_args(OutputSpec, args),
         placement=spec_from_args(PlacementSpec, args),
         objects=spec_from_args(ObjectFilter, args),
+        tiles=spec_from_args(TileSpec, args),
     )
 
 

@@ -20,11 +20,13 @@ from jobs.cli import (
     Parser,
     UsageError,
     add_max_pixels,
+    add_spec_arguments,
     check_checkpoint,
     check_new_file,
     fail,
     open_image,
     positive_int,
+    spec_from_args,
 )
 
 
@@ -46,13 +48,17 @@ def build_parser() -> Parser:
     p.add_argument("--save", type=Path, help="write the image with the answer's boxes and masks drawn on it")
     p.add_argument("--json", action="store_true", help="print the answer, its tokens, log-probs and objects as JSON")
     add_max_pixels(p)
+    from specs.label import TileSpec
+
+    add_spec_arguments(p, TileSpec, title="tiles: large images, small objects")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Check the arguments, load the model, answer the one image, print (and draw) the answer."""
 
-    from tasks import from_prompt
+    from specs.fields import SpecError
+    from specs.label import TileSpec
 
     args = build_parser().parse_args(argv)
     try:
@@ -68,30 +74,41 @@ def main(argv: list[str] | None = None) -> int:
         if not args.prompt.strip() or "\n" in args.prompt:
             raise UsageError("--prompt must be one non-empty line")
         image = open_image(args.image, "--image", args.max_pixels)
+        tiles = spec_from_args(TileSpec, args)
         model = load_model(args)
-    except UsageError as e:
+    except (UsageError, SpecError) as e:
         return fail(str(e))
     decoder = None
     if args.vae:
         from decoders import MaskDecoder
 
         decoder = MaskDecoder.from_npz(args.vae, device=model.device)
-    from labeling.answers import label_batch
+    row, gen = answer(args, model, image, decoder, tiles)
+    report(args, model, image, row, gen)
+    return 0 if row["error"] is None else 1
 
-    (labeled,) = label_batch(
-        model,
-        [from_prompt(args.prompt)],
-        [image],
-        paths=[str(args.image)],
-        mask_decoder=decoder,
-        max_new_tokens=args.max_new_tokens,
-        do_sample=args.sample,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    report(args, model, image, labeled)
-    return 0 if labeled.row["error"] is None else 1
+
+def answer(args, model, image, decoder, tiles):
+    """The row of the one image and prompt (tiled with --tile), and its generation (None when tiled: each tile
+    had its own)."""
+    import numpy as np
+
+    from labeling import label_batch
+    from tasks import from_prompt
+
+    task = from_prompt(args.prompt)
+    if tiles.on:
+        from labeling.tiled import label_tiled
+
+        config = tiles.config(model.image_processor.size)
+        size = model.image_processor.size
+        (row,) = label_tiled(model, [task], [np.asarray(image)], config, size, image_ids=[0], paths=[str(args.image)],
+                             mask_decoder=decoder, max_new_tokens=args.max_new_tokens)  # fmt: skip
+        return row, None
+    (labeled,) = label_batch(model, [task], [image], paths=[str(args.image)], mask_decoder=decoder,
+                             max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+                             top_p=args.top_p, seed=args.seed)  # fmt: skip
+    return labeled.row, labeled.generation
 
 
 def load_model(args):
@@ -105,40 +122,41 @@ def load_model(args):
         raise UsageError(f"--checkpoint {args.checkpoint}: {e}") from None
 
 
-def report(args, model, image, labeled) -> None:
+def report(args, model, image, row, gen) -> None:
     """Print the answer (text or objects, or JSON with --json) and save the drawing with --save."""
-    from tasks import ObjectsResult
+    from tasks import from_prompt
 
-    row, result, gen = labeled.row, labeled.result, labeled.generation
+    objects = from_prompt(args.prompt).kind == "objects" and (row["objects"] or "<loc" in row["text"])
     if args.json:
         record = {"prompt": args.prompt, "text": row["text"], "tokens": gen.tokens if gen else [],
                   "logprobs": gen.logprobs if gen else [], "objects": row["objects"], "error": row["error"],
-                  "seconds": round(row["seconds"], 3)}  # fmt: skip
+                  "seconds": round(row["seconds"], 3), "tiles": row.get("tiles")}  # fmt: skip
         print(json.dumps(record, ensure_ascii=False))
     else:
         print(f"prompt: {args.prompt}")
         if row["error"]:
             print(f"error: {row['error']}")
-        elif isinstance(result, ObjectsResult) and (result.objects or "<loc" in row["text"]):
+        elif objects:
             print(f"answer: {row['text']}")
-            for o, mask in zip(result.objects, result.masks, strict=True):
-                box = ", ".join(f"{v:.1f}" for v in o.box)
-                score = "   -  " if o.score is None else f"{o.score:.3f}"
-                has_mask = "  mask" if mask is not None else ""
-                print(f"  {o.label or '(no label)'!s:<20} score {score}  box [{box}]{has_mask}")
-            dropped = sum(result.report.dropped.values())
-            if dropped:
-                print(f"  ({dropped} malformed object(s) dropped: {dict(result.report.dropped)})")
+            for o in row["objects"]:
+                box = ", ".join(f"{v:.1f}" for v in o["box"])
+                score = "   -  " if o["score"] is None else f"{o['score']:.3f}"
+                print(f"  {o['label'] or '(no label)'!s:<20} score {score}  box [{box}]{'  mask' if o['mask'] else ''}")
         else:
-            text = result.text if hasattr(result, "text") else row["text"]
+            from rows.text import answer_text
+
+            text = answer_text(row["text"])
             print(f"answer: {text}" if text else "answer: (empty: the model answered with <eos> at once)")
-        tokens = len(gen.token_ids) if gen else 0
+        tiles = f" over {row['tiles']} tiles" if row.get("tiles") else ""
+        tokens = len(gen.token_ids) if gen else sum(len(t) for t in row.get("tile_texts") or ())
+        what = f"{tokens} tokens" if gen else f"{tokens} characters"
         device = "cuda" if model.device.type == "cuda" else "cpu"
-        print(f"({tokens} tokens in {row['seconds']:.2f} s on {device}, {str(model.dtype)[6:]})", file=sys.stderr)
-    if args.save and result is not None:
+        print(f"({what}{tiles} in {row['seconds']:.2f} s on {device}, {str(model.dtype)[6:]})", file=sys.stderr)
+    if args.save and not row["error"]:
+        from tasks.detections import Detections
         from tasks.draw import draw_detections
 
-        drawn = draw_detections(image, result.detections()) if isinstance(result, ObjectsResult) else image
+        drawn = draw_detections(image, Detections.from_row(row)) if objects else image
         drawn.save(args.save)
         print(f"saved {args.save}", file=sys.stderr)
 

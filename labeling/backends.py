@@ -16,6 +16,7 @@ from model.generation import Generation
 
 class Backend(Protocol):
     name: str
+    image_size: int  # the side of the square the model sees
 
     def generate(self, images: list, prompts: list[str], *, max_new_tokens: int, **options) -> list[Generation]: ...
 
@@ -31,6 +32,7 @@ class NativeBackend:
 
         self.model = PaliGemma.from_pretrained(checkpoint, dtype=dtype, device=device, **load_options)
         self.device = self.model.device
+        self.image_size = self.model.image_processor.size
 
     def generate(self, images: list, prompts: list[str], *, max_new_tokens: int, **options) -> list[Generation]:
         options["return_logprobs"] = True
@@ -55,6 +57,7 @@ class TransformersBackend:
         config = read_config(folder)
         self.tokenizer = PromptTokenizer.from_file(folder / "tokenizer.json")
         self.processor = ImageProcessor.from_pretrained(folder, config.vision.image_size)
+        self.image_size = self.processor.size
         self.num_image_tokens = config.num_image_tokens
         self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device or "cpu")

@@ -88,25 +88,45 @@ def open_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     return decode_image(read_bytes(path), max_pixels)
 
 
-def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
-    """One input row (image_id, path, prompt[, bytes]) -> the row plus width, height, pixels, error.
-
-    The image comes from the row's `bytes` when it has them (a Parquet dataset's rows), from its path otherwise.
-    Never raises for a bad image: the error and its kind go into the row ("" when there is none, so that the
-    columns' Arrow type is a string in every block) and the replica passes them through.
-    """
+def _decoded(row: dict, max_pixels: int) -> tuple[dict, Image.Image | None]:
+    """The row without its bytes, plus width, height, error and error_kind; and the decoded image, or None when
+    it could not be read ("" for no error, so that the columns' Arrow type is a string in every block)."""
     out = {k: v for k, v in row.items() if k != "bytes"}
     try:
         data = row.get("bytes")
         image = decode_image(data if data is not None else read_bytes(row["path"]), max_pixels)
-        out["width"], out["height"] = image.width, image.height
-        resized = image.resize((size, size), Image.Resampling.BICUBIC)
-        out["pixels"] = np.asarray(resized, dtype=np.uint8)
-        out["error"], out["error_kind"] = "", ""
     except (OSError, ImageDecodeError) as e:
-        out["width"], out["height"] = 0, 0
-        out["pixels"] = np.zeros((size, size, 3), dtype=np.uint8)
         decoding = isinstance(e, ImageDecodeError)
+        out["width"], out["height"] = 0, 0
         out["error"] = str(e) if decoding else f"cannot read file: {e}"
         out["error_kind"] = e.kind if decoding else READ
+        return out, None
+    out["width"], out["height"] = image.width, image.height
+    out["error"], out["error_kind"] = "", ""
+    return out, image
+
+
+def prepare(row: dict, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """One input row (image_id, path, prompt[, bytes]) -> the row plus width, height, pixels, error, error_kind.
+
+    The image comes from the row's `bytes` when it has them (a Parquet dataset's rows), from its path otherwise.
+    Never raises for a bad image: the error and its kind go into the row and the replica passes them through
+    (its pixels are zeros). size 0: the whole image for tiling instead (prepare_whole).
+    """
+    if size == 0:
+        return prepare_whole(row, max_pixels)
+    out, image = _decoded(row, max_pixels)
+    if image is None:
+        out["pixels"] = np.zeros((size, size, 3), dtype=np.uint8)
+    else:
+        out["pixels"] = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
+    return out
+
+
+def prepare_whole(row: dict, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
+    """The tiled job's CPU stage: the upright RGB image at its own size as raw bytes (`rgb`, height x width x 3),
+    for the replica to cut into tiles. The decoded image is held once: its pixels go out as they are, never as a
+    second array."""
+    out, image = _decoded(row, max_pixels)
+    out["rgb"] = b"" if image is None else image.tobytes()
     return out

@@ -87,6 +87,7 @@ def settings_for_resume(job: LabelJob, tasks: list[Task]) -> dict:
         "dtype": replica.dtype,
         "vae": replica.vae,
         "objects": job.objects.settings(),
+        "tiles": job.tiles.settings(),
     }
 
 
@@ -119,13 +120,20 @@ class Replicas:
     job: LabelJob
     tasks: tuple[Task, ...]
     cpus: float  # each replica's CPU reservation (cpus_per_replica)
+    image_size: int  # the model's resolution (tiles default to it)
+
+    @property
+    def decode_size(self) -> int:
+        """The side the decode stage resizes to: the model's, or 0 (the whole image) when tiles are cut from it."""
+        return 0 if self.job.tiles.on else self.image_size
 
     def args(self, shared: bool = True) -> dict:
         """Replica(**args). shared: CPU replicas share the machine's cores (each takes its CPUs / replicas
         threads; torch in an actor would otherwise get OMP_NUM_THREADS = its reservation, at least 1)."""
         spec = self.job.replica
         threads = spec.threads or (-self.job.placement.replicas if shared and not self.job.gpus_per_replica else None)
-        return {"spec": spec.absolute(), "tasks": self.tasks, "object_filter": self.job.objects, "threads": threads}
+        return {"spec": spec.absolute(), "tasks": self.tasks, "object_filter": self.job.objects, "threads": threads,
+                "tiles": self.job.tiles.config(self.image_size)}  # fmt: skip
 
     def options(self) -> dict:
         """Ray's placement of one replica."""
@@ -133,13 +141,13 @@ class Replicas:
                 "resources": self.job.placement.replica_resources or None}  # fmt: skip
 
 
-def build_dataset(job: LabelJob, plan: Plan, replicas: Replicas, image_size: int, replica_class: type):
+def build_dataset(job: LabelJob, plan: Plan, replicas: Replicas, replica_class: type):
     import ray
 
     ds = plan.dataset(job.replica.batch_size, job.placement.replicas)
     ds = ds.map(
         prepare,
-        fn_kwargs={"size": image_size, "max_pixels": job.source.max_pixels},
+        fn_kwargs={"size": replicas.decode_size, "max_pixels": job.source.max_pixels},
         num_cpus=0.5,
         memory=DECODE_MEMORY,
     )
@@ -177,8 +185,8 @@ def run_pipeline(job: LabelJob, ds, writer: PartWriter) -> None:
     writer.flush()
 
 
-def isolate_missing(job: LabelJob, plan: Plan, replicas: Replicas, image_size: int, writer: PartWriter,
-                    replica_class: type, log) -> int:  # fmt: skip
+def isolate_missing(job: LabelJob, plan: Plan, replicas: Replicas, writer: PartWriter, replica_class: type,
+                    log) -> int:  # fmt: skip
     """Label the planned inputs that never came back, finding any that kill their replica; returns how many
     were set aside as error rows."""
     missing = writer.missing()
@@ -193,7 +201,7 @@ def isolate_missing(job: LabelJob, plan: Plan, replicas: Replicas, image_size: i
     task_for, model = TaskLookup(replicas.tasks), Path(job.replica.checkpoint).name
     return isolate_poison(
         plan.inputs(missing),
-        lambda: worker_class.remote(replica_class, args, image_size, job.source.max_pixels),
+        lambda: worker_class.remote(replica_class, args, replicas.decode_size, job.source.max_pixels),
         writer,
         job.replica.batch_size,
         job.placement.retries,
@@ -300,9 +308,10 @@ def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer
         import ray
 
         out.ray_logs = ray_session.logs()
-        replicas = Replicas(job, tuple(tasks), cpus_per_replica(job, float(ray.cluster_resources().get("CPU", 1))))
-        run_pipeline(job, build_dataset(job, plan, replicas, image_size, replica_class), writer)
-        return isolate_missing(job, plan, replicas, image_size, writer, replica_class, log)
+        cpus = cpus_per_replica(job, float(ray.cluster_resources().get("CPU", 1)))
+        replicas = Replicas(job, tuple(tasks), cpus, image_size)
+        run_pipeline(job, build_dataset(job, plan, replicas, replica_class), writer)
+        return isolate_missing(job, plan, replicas, writer, replica_class, log)
     except (_Stop, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
         for s in previous:  # a second Ctrl-C while saving falls back to the default behaviour

@@ -36,7 +36,7 @@ class Replica:
     """
 
     def __init__(self, spec: ReplicaSpec, tasks: Sequence[Task] = (), object_filter: ObjectFilter | None = None,
-                 threads: int | None = None):  # fmt: skip
+                 threads: int | None = None, tiles=None):  # fmt: skip
         import torch
 
         from labeling.backends import BACKENDS
@@ -45,6 +45,7 @@ class Replica:
             torch.set_num_threads(torch_threads(threads))
         options = {"compile": True} if spec.compile else {}
         self.backend = BACKENDS[spec.backend](spec.checkpoint, spec.dtype, spec.device, **options)
+        self.image_size = self.backend.image_size  # the square the model sees: tiles are squashed to it
         self.in_flight = self._in_flight(spec)
         self.spec = spec
         self.task_for = TaskLookup(tasks)
@@ -55,6 +56,7 @@ class Replica:
             self.mask_decoder = MaskDecoder.from_npz(spec.vae, device=self.backend.device)
         self.model_name = Path(spec.checkpoint).name
         self.object_filter = object_filter if object_filter is not None and object_filter.active else None
+        self.tiles = tiles  # a labeling.tiles.TileConfig: batches hold whole images (rgb) to cut into tiles
         self.warm_up()
 
     def _in_flight(self, spec: ReplicaSpec) -> int | None:
@@ -72,14 +74,12 @@ class Replica:
         decode step for the in-flight size, so the first real batch is not the one that waits."""
         from PIL import Image
 
-        size = getattr(getattr(self.backend, "model", None), "image_processor", None)
-        side = size.size if size is not None else 224
+        side = self.image_size
         n = (self.in_flight or 1) if self.spec.compile else 1  # a compiled step is specialized to its slot count
         self.backend.generate([Image.new("RGB", (side, side))] * n, ["caption en"] * n, max_new_tokens=2,
                               batch_size=n)  # fmt: skip
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
-        from labeling import label_batch
 
         n = len(batch["image_id"])
         prompts = [str(p) for p in batch["prompt"]]
@@ -92,21 +92,36 @@ class Replica:
                                     str(batch["error_kind"][i]), self.model_name)  # fmt: skip
             else:
                 ok.append(i)
-        if ok:
-            labeled = label_batch(
-                self.backend,
-                [self.task_for(prompts[i]) for i in ok],
-                [batch["pixels"][i] for i in ok],  # uint8 at the model's size: straight into tensors
-                image_ids=[int(batch["image_id"][i]) for i in ok],
-                paths=[str(batch["path"][i]) for i in ok],
-                sizes=[(int(batch["width"][i]), int(batch["height"][i])) for i in ok],
-                mask_decoder=self.mask_decoder,
-                max_new_tokens=self.spec.max_new_tokens,
-                model_name=self.model_name,
-                batch_size=self.in_flight,
-            )
-            for i, item in zip(ok, labeled, strict=True):
-                if self.object_filter is not None and item.row["objects"]:
-                    item.row["objects"] = self.object_filter(item.row["objects"])
-                rows[i] = item.row
+        for i, row in zip(ok, self._label(batch, ok, prompts) if ok else [], strict=True):
+            if self.object_filter is not None and row["objects"]:
+                row["objects"] = self.object_filter(row["objects"])
+            rows[i] = row
         return rows_to_table(rows)
+
+    def _label(self, batch: dict[str, np.ndarray], ok: list[int], prompts: list[str]) -> list[Row]:
+        """The rows of the decoded inputs `ok`: whole images at the model's size, or (tiled) cut into tiles."""
+        from labeling import label_batch
+
+        common = {"image_ids": [int(batch["image_id"][i]) for i in ok], "paths": [str(batch["path"][i]) for i in ok],
+                  "mask_decoder": self.mask_decoder, "max_new_tokens": self.spec.max_new_tokens,
+                  "model_name": self.model_name, "batch_size": self.in_flight}  # fmt: skip
+        tasks = [self.task_for(prompts[i]) for i in ok]
+        if self.tiles is not None:
+            from labeling.tiled import label_tiled
+
+            images = {}  # one array per image, shared by its prompts (their tiles go through the tower once)
+            for i in ok:
+                key = int(batch["image_id"][i])
+                if key not in images:
+                    shape = (int(batch["height"][i]), int(batch["width"][i]), 3)
+                    images[key] = np.frombuffer(batch["rgb"][i], dtype=np.uint8).reshape(shape)
+            arrays = [images[int(batch["image_id"][i])] for i in ok]
+            return label_tiled(self.backend, tasks, arrays, self.tiles, self.image_size, **common)
+        labeled = label_batch(
+            self.backend,
+            tasks,
+            [batch["pixels"][i] for i in ok],  # uint8 at the model's size: straight into tensors
+            sizes=[(int(batch["width"][i]), int(batch["height"][i])) for i in ok],
+            **common,
+        )
+        return [item.row for item in labeled]

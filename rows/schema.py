@@ -16,6 +16,9 @@ A row is a plain dict (what Arrow's `to_pylist` gives back and `from_pylist` tak
                        error row is made, so that `--retry-errors` chooses by it and never by the message's words
     model     string   the checkpoint's name
     seconds   float64  model time spent on this row
+    tile_texts list    a tiled row's answers, one per tile (in the order of labeling.tiles.TileConfig.boxes); null
+                       for a row of a whole image
+    tiles     int64    a tiled row's number of tiles; null for a row of a whole image
 
 Scores come from the model (exp of the mean log-probability of the object's tokens), never a constant.
 """
@@ -45,6 +48,8 @@ ROW_SCHEMA = pa.schema(
         ("error_kind", pa.string()),
         ("model", pa.string()),
         ("seconds", pa.float64()),
+        ("tile_texts", pa.list_(pa.string())),
+        ("tiles", pa.int64()),
     ]
 )
 
@@ -74,6 +79,8 @@ class Row(TypedDict):
     error_kind: str | None
     model: str
     seconds: float
+    tile_texts: list[str] | None  # absent (null) in a row of a whole image
+    tiles: int | None
 
 
 def error_row(image_id: int, path: str, prompt: str, task: str, error: str, kind: str, model: str = "") -> Row:
@@ -101,8 +108,8 @@ def rows_to_table(rows: Iterable[Row]) -> pa.Table:
 
 
 def conform(table: pa.Table) -> pa.Table:
-    """A table of rows as ROW_SCHEMA has them: columns that parts written by an earlier version lack (error_kind)
-    are added as nulls, so old outputs still read, resume and export."""
+    """A table of rows as ROW_SCHEMA has them: columns that parts written by an earlier version lack (error_kind,
+    tile_texts, tiles) are added as nulls, so old outputs still read, resume and export."""
     for name in ROW_SCHEMA.names:
         if name not in table.column_names:
             table = table.append_column(ROW_SCHEMA.field(name), pa.nulls(table.num_rows, ROW_SCHEMA.field(name).type))

@@ -151,6 +151,63 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class TileSpec:
+    """Tiled labeling (sliced inference) of large images: each image cut into overlapping tiles, every tile its
+    own (image, prompt) pair, the tiles' objects merged back into one row in image pixels (labeling/tiles.py).
+    Only object prompts are tiled; other prompts ask about the whole image."""
+
+    tile: int | None = option(
+        None,
+        metavar="SIZE",
+        const=0,
+        help="label object prompts tile by tile, tiles of SIZE pixels (without SIZE: the model's resolution)",
+    )
+    tile_overlap: float = option(0.2, help="how much neighbouring tiles overlap, a share of the tile side")
+    tile_full_image: bool = option(
+        False, help="also label the whole image, so objects larger than a tile are seen whole"
+    )
+    tile_merge: str = option(
+        "nmm",
+        choices=("nmm", "nms"),
+        help="objects seen by several tiles: merged into one "
+        "(nmm: the union of their boxes and masks) or the best kept (nms)",
+    )
+
+    def __post_init__(self) -> None:
+        check(self.tile is None or self.tile >= 0, self, "tile", f"must be a number of pixels, got {self.tile}")
+        check(0.0 <= self.tile_overlap < 1.0, self, "tile_overlap", f"must be in [0, 1), got {self.tile_overlap}")
+        check(self.tile_merge in ("nmm", "nms"), self, "tile_merge", f"must be nmm or nms, got {self.tile_merge!r}")
+        for name in ("tile_overlap", "tile_full_image"):
+            default = type(self).__dataclass_fields__[name].default
+            check(self.tile is not None or getattr(self, name) == default, self, name, "needs --tile")
+
+    @property
+    def on(self) -> bool:
+        return self.tile is not None
+
+    def config(self, model_size: int):
+        """The labeling.tiles.TileConfig for a model of this resolution (None when tiling is off)."""
+        from labeling.tiles import TileConfig
+
+        if self.tile is None:
+            return None
+        return TileConfig(self.tile or model_size, self.tile_overlap, self.tile_full_image, self.tile_merge)
+
+    def settings(self) -> dict | None:
+        """What decides a tiled row's content (--resume checks it)."""
+        return (
+            None
+            if self.tile is None
+            else {
+                "tile": self.tile,
+                "overlap": self.tile_overlap,
+                "full_image": self.tile_full_image,
+                "merge": self.tile_merge,
+            }
+        )
+
+
+@dataclass(frozen=True)
 class ReplicaSpec:
     """Exactly what one model replica is built from (a Ray actor of the label job, or the isolation worker)."""
 
@@ -306,6 +363,7 @@ class LabelJob:
     output: OutputSpec
     placement: PlacementSpec = dataclasses.field(default_factory=PlacementSpec)
     objects: ObjectFilter = dataclasses.field(default_factory=ObjectFilter)
+    tiles: TileSpec = dataclasses.field(default_factory=TileSpec)
 
     def __post_init__(self) -> None:
         gpus = self.placement.gpus_per_replica

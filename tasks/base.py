@@ -73,6 +73,7 @@ class ObjectsResult:
     def object_rows(self) -> list[dict]:
         """One dict per object for the Parquet `objects` column: label, box [x0, y0, x1, y1], score, mask (RLE)."""
         from decoders.masks import mask_to_rle
+
         return [
             {
                 "label": o.label,

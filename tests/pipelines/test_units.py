@@ -223,6 +223,7 @@ class FakeSegmenter:
     """A backend that answers every prompt with one segmented cat, so the mask path runs without trained weights."""
 
     name = "fake"
+    image_size = 56
 
     def __init__(self, checkpoint, dtype, device, **_):
         import torch
