@@ -64,7 +64,7 @@ def write_export(fmt: str, job: ExportInput, target: Location) -> dict:
     return writer(fmt)(job, target)
 
 
-def finish(job, out: OutputFolder, source: Source, tasks: list[Task], summary: Summary, log) -> None:
+def finish(job, out: OutputFolder, source: Source, tasks: list[Task], summary: Summary, log, timeline=None) -> None:
     """COCO files for object tasks, --export formats, --previews and summary.json. job: the specs.LabelJob."""
     from exports import coco
 
@@ -93,6 +93,8 @@ def finish(job, out: OutputFolder, source: Source, tasks: list[Task], summary: S
         log("note: --export writes detect/segment rows; this run has no object prompts")
     if job.output.previews:
         summary.files["previews"] = write_previews(out, job.output.previews, classes, source)
+    if timeline is not None:
+        timeline.mark("outputs written")
     out.write_json("summary.json", asdict(summary))
 
 

@@ -32,7 +32,7 @@ from pipelines.console import Progress
 from pipelines.lock import LockHeld, OutputLock
 from pipelines.output import OutputError, OutputFolder
 from pipelines.replica import Replica
-from pipelines.summary import Summary
+from pipelines.summary import Summary, Timeline
 from pipelines.writer import PartWriter
 from sources import Plan, Source
 from specs.fields import SpecError
@@ -220,13 +220,16 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
     replica_class: the model stage; tests hand in a subclass that fails on purpose.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    timeline = Timeline()
     source = job.source.open()
+    timeline.mark("source listed")
     for note in source.notes:
         log(f"note: {note}")
     if job.tasks.task is None and not source.every_input_has_a_prompt():
         raise SpecError("--task is required (a manifest or dataset without a prompt on every row needs it too)")
     tasks = job.tasks.resolve(source.categories)
     image_size = check_checkpoint(job.replica.checkpoint)
+    timeline.mark("checkpoint checked")
     if any(t.kind == "objects" and t.decodes_masks for t in tasks) and not job.replica.vae:
         log("note: a segment task without --vae gives boxes only (masks need big_vision's vae-oid.npz)")
     try:
@@ -238,14 +241,15 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
         raise SpecError(f"--output {job.output.output}: {e}" if isinstance(e, LockHeld) else str(e)) from e
     ray_session = RaySession(job.placement.address, job.output.verbose)
     try:
-        return _label_output(job, source, tasks, image_size, out, lock, replica_class, ray_session, log)
+        return _label_output(job, source, tasks, image_size, out, lock, replica_class, ray_session, timeline, log)
     finally:
         ray_session.close()
         lock.release()
 
 
 def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: int, out: OutputFolder,
-                  lock: OutputLock, replica_class: type, ray_session: RaySession, log) -> Summary:  # fmt: skip
+                  lock: OutputLock, replica_class: type, ray_session: RaySession, timeline: Timeline,
+                  log) -> Summary:  # fmt: skip
     """The run on an output this run holds: resume bookkeeping, the labeling, the summary and what follows."""
     try:
         out.prepare(settings_for_resume(job, tasks), job.output.resume)
@@ -259,14 +263,16 @@ def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: 
     done = out.done_keys() if job.output.resume else np.empty(0, np.int64)
     plan = source.plan([t.prompt() for t in tasks], done, job.source.limit)
     todo = plan.total - plan.skipped
+    timeline.mark("inputs planned")
     if plan.skipped:
         log(f"--resume: {plan.skipped} of {plan.total} inputs are already in {out.root.uri}, {todo} to do")
     progress = Progress(todo, job.output.progress_every) if job.output.progress and todo else None
     writer = PartWriter(out.parts, plan.expected, plan.done, job.output.rows_per_part, job.output.seconds_per_part,
-                        before_write=lock.check, progress=progress)  # fmt: skip
+                        before_write=lock.check, progress=progress, timeline=timeline)  # fmt: skip
     start = time.perf_counter()
     with progress or contextlib.nullcontext():
-        isolated = _label(job, plan, tasks, image_size, writer, replica_class, out, ray_session, log) if todo else 0
+        isolated = (_label(job, plan, tasks, image_size, writer, replica_class, out, ray_session, timeline, log)
+                    if todo else 0)  # fmt: skip
     end = time.perf_counter()
     pipeline_seconds = end - (writer.started or start)  # images/s over the pipeline, not Ray's start-up
     summary = Summary(
@@ -280,15 +286,16 @@ def _label_output(job: LabelJob, source: Source, tasks: list[Task], image_size: 
         isolated=isolated,
         retried_errors=retried,
         not_inputs=dict(source.skipped),
+        phases=timeline.marks,
     )
     from pipelines.finish import finish
 
-    finish(job, out, source, tasks, summary, log)
+    finish(job, out, source, tasks, summary, log, timeline)
     return summary
 
 
 def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer: PartWriter, replica_class: type,
-           out: OutputFolder, ray_session: RaySession, log) -> int:  # fmt: skip
+           out: OutputFolder, ray_session: RaySession, timeline: Timeline, log) -> int:  # fmt: skip
     """Ray's part of the job: the pipeline, then the isolation of inputs that never came back; SIGINT and
     SIGTERM save the rows so far and raise Interrupted."""
     from pipelines.cluster import ClusterError
@@ -305,12 +312,14 @@ def _label(job: LabelJob, plan: Plan, tasks: list[Task], image_size: int, writer
             ray_session.start()
         except ClusterError as e:
             raise SpecError(str(e)) from None
+        timeline.mark("ray started")
         import ray
 
         out.ray_logs = ray_session.logs()
         cpus = cpus_per_replica(job, float(ray.cluster_resources().get("CPU", 1)))
         replicas = Replicas(job, tuple(tasks), cpus, image_size)
         run_pipeline(job, build_dataset(job, plan, replicas, replica_class), writer)
+        timeline.mark("last row")
         return isolate_missing(job, plan, replicas, writer, replica_class, log)
     except (_Stop, KeyboardInterrupt) as e:
         signum = e.signum if isinstance(e, _Stop) else signal.SIGINT

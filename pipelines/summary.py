@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux's /proc; elsewhere since this module was imported), so that a
+    run's phases count the interpreter's start and the imports too."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - _IMPORTED
+
+
+_IMPORTED = time.perf_counter()
+
+
+class Timeline:
+    """Seconds from the start of the process at which each phase of a run was first reached (summary.json's
+    `phases`, what benchmarks/startup.py reports)."""
+
+    def __init__(self):
+        self.marks: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        self.marks.setdefault(phase, round(process_age(), 2))
 
 
 @dataclass
@@ -23,6 +52,7 @@ class Summary:
     unknown_labels: int = 0
     not_inputs: dict = field(default_factory=dict)  # what the source's listing skipped and why (link loops, ...)
     files: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)  # Timeline.marks
 
     def line(self) -> str:
         text = (

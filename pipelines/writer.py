@@ -19,11 +19,11 @@ from rows.keys import KeyIndex, key_hashes
 
 class PartWriter:
     def __init__(self, store: PartStore, expected: np.ndarray, done: np.ndarray, rows_per_part: int,
-                 seconds_per_part: float, before_write=None, progress=None):  # fmt: skip
+                 seconds_per_part: float, before_write=None, progress=None, timeline=None):  # fmt: skip
         """before_write: called before each part is written; raises to stop the writer (a lost output lock).
-        progress: told of every row written (pipelines.console.Progress)."""
+        progress: told of every row written (pipelines.console.Progress); timeline: marks the first row."""
         self.store = store
-        self.before_write, self.progress = before_write, progress
+        self.before_write, self.progress, self.timeline = before_write, progress, timeline
         self.index = KeyIndex(expected)
         done_pos = self.index.positions(np.asarray(done, np.int64))
         self.index.seen[done_pos[done_pos >= 0]] = True
@@ -58,6 +58,8 @@ class PartWriter:
             self.buffer.append(table)
             self.buffered += table.num_rows
             errors = table.num_rows - table.column("error").null_count
+            if self.timeline is not None:
+                self.timeline.mark("first row")
             self.rows += table.num_rows
             self.errors += errors
             if self.progress is not None:
