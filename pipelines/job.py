@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,14 +222,17 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     timeline = Timeline()
-    source = job.source.open()
-    timeline.mark("source listed")
+    # The checkpoint's check imports torch (a second or two) while the source is listed (I/O and Arrow).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-check") as pool:
+        checked = pool.submit(check_checkpoint, job.replica.checkpoint)
+        source = job.source.open()
+        timeline.mark("source listed")
+        image_size = checked.result()
     for note in source.notes:
         log(f"note: {note}")
     if job.tasks.task is None and not source.every_input_has_a_prompt():
         raise SpecError("--task is required (a manifest or dataset without a prompt on every row needs it too)")
     tasks = job.tasks.resolve(source.categories)
-    image_size = check_checkpoint(job.replica.checkpoint)
     timeline.mark("checkpoint checked")
     if any(t.kind == "objects" and t.decodes_masks for t in tasks) and not job.replica.vae:
         log("note: a segment task without --vae gives boxes only (masks need big_vision's vae-oid.npz)")
