@@ -34,6 +34,9 @@ def coco_items(
     for im in data.get("images", []):
         image_id, w, h = int(im["id"]), int(im["width"]), int(im["height"])
         file = im["file_name"] if "://" in im["file_name"] else os.path.join(root, im["file_name"])
+        if "://" not in file and not os.path.isfile(file):
+            problems.add("missing image", file)
+            continue
         objects = []
         for ann in by_image.get(image_id, []):
             obj = _object(ann, names, w, h, problems, masks, f"{path.name} annotation {ann.get('id')}")
