@@ -16,10 +16,11 @@ Validation (`--val`, training/validate.py): every `eval_every` steps, at the end
 the evaluation with the best `best_metric`, and `patience` evaluations without a better one end the run.
 
 The schedule for a time budget (`max_minutes` without `steps`): the first `warmup` steps' learning rate does not
-depend on the run's length, so the run times its first steps (min(warmup, 5); the first is left out, it pays for
-allocations) and the baseline evaluation, then takes the most steps S for which S step times plus the S /
-eval_every + 1 evaluations still to come fit in 95 % of the minutes left, and saves S in training_config.json
-(a resumed run keeps it).
+depend on the run's length, so the run times its first steps (min(warmup, 10); the first is left out, it pays
+for allocations) and the baseline evaluation, then takes the most steps S for which S median step times plus the
+S / eval_every + 1 evaluations still to come fit in 90 % of the minutes left (the rest for saves, and for a
+shared machine's slower moments), and saves S in training_config.json (a resumed run keeps it). The budget
+still ends the sitting if the machine slows down more than that.
 
 Modes (what gets gradients):
 - full: every weight.
@@ -392,7 +393,7 @@ class Trainer:
     def fit_schedule(self, data, log_file, started: float) -> None:
         """Choose cfg.steps for max_minutes (see the module docstring), running the timed warm-up steps."""
         cfg = self.cfg
-        probe = max(1, min(cfg.warmup, 5))
+        probe = max(1, min(cfg.warmup, 10))
         times = []
         for step in range(probe):
             t = time.perf_counter()
@@ -400,7 +401,7 @@ class Trainer:
             times.append(time.perf_counter() - t)
         per_step = float(np.median(times[1:] if len(times) > 1 else times))
         per_eval = (self.eval_seconds or 0.0) if cfg.eval_every else 0.0
-        left = 0.95 * cfg.max_minutes * 60 - (time.perf_counter() - started)
+        left = 0.9 * cfg.max_minutes * 60 - (time.perf_counter() - started)
         evals = per_eval / cfg.eval_every if cfg.eval_every else 0.0
         steps = max(probe + 1, probe + int((left - per_eval - probe * per_step) / (per_step + evals)))
         self.cfg = dataclasses.replace(cfg, steps=steps)
@@ -570,12 +571,13 @@ class Trainer:
 
         started = time.perf_counter()
         summary = self.scores()
-        self.eval_seconds = time.perf_counter() - started
-        record = {"step": step, "examples": examples, "eval": summary, "eval_seconds": self.eval_seconds}
+        seconds = time.perf_counter() - started
+        record = {"step": step, "examples": examples, "eval": summary, "eval_seconds": seconds}
         self.log(f"eval step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in summary.items()))
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
         plot_curves(self.out / "log.jsonl", self.out / "curves.png", title=self.out.name)
+        self.eval_seconds = time.perf_counter() - started  # what an evaluation costs the schedule, drawing included
         if not self.cfg.val:
             return False
         value = summary.get(self.best_metric)
