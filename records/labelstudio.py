@@ -8,8 +8,10 @@ A task's **annotations** are what a person made or accepted; its **predictions**
 Regions: `rectanglelabels` (x, y, width, height in percent of the image, rotated about the top-left corner by
 `rotation` degrees: the box is the rotated rectangle's bounds), `polygonlabels` (points in percent) and
 `brushlabels` (Label Studio's own RLE of an RGBA image, decoded by label-studio-sdk's converter: the alpha
-channel is the mask). A mask and a rectangle of the same label whose boxes overlap (IoU >= 0.5) are one object
-(our export writes each object as both); any other region is an object of its own.
+channel is the mask). `jobs.export` writes each object as a rectangle `ID` and a brush `ID-mask`, and Label
+Studio keeps region ids through edits, so those two are one object however far the reviewer moved the box;
+otherwise a mask and a rectangle of the same label whose boxes overlap (IoU >= 0.5) are one object, and any
+other region is an object of its own. A paired object's box is the rectangle (what the reviewer framed).
 
 Images: `/data/local-files/?d=REL` is DOCUMENT_ROOT/REL (Label Studio's LOCAL_FILES_DOCUMENT_ROOT, the root that
 `jobs.export --document-root` wrote the paths against); a URI (s3://, gs://, ...) is read as a URI; an uploaded
@@ -99,23 +101,26 @@ def _item(task: dict, annotation: dict, image: str, problems: Problems, where: s
         problems.add("missing image", where)
         return None
     w, h = size
-    boxes: list[Obj] = []
-    masks: list[Obj] = []
+    boxes: list[tuple[str, Obj]] = []
+    masks: list[tuple[str, Obj]] = []
     for region in annotation.get("result") or []:
         kind = region.get("type")
         if kind not in REGION_TYPES:
             continue  # choices, text areas and relations carry no object
         obj = _region(region, kind, w, h, problems, where)
         if obj is not None:
-            (masks if obj.mask is not None else boxes).append(obj)
-    objects = list(masks)
-    for box in boxes:
-        twin = next((m for m in masks if m.label == box.label and _iou(m.box, box.box) >= SAME_OBJECT_IOU), None)
+            (masks if obj.mask is not None else boxes).append((str(region.get("id", "")), obj))
+    objects = [m for _, m in masks]
+    unpaired = list(masks)
+    for rid, box in boxes:
+        twin = next((m for mid, m in unpaired if rid and mid == f"{rid}-mask"), None) or next(
+            (m for _, m in unpaired if m.label == box.label and _iou(m.box, box.box) >= SAME_OBJECT_IOU), None
+        )
         if twin is None:
             objects.append(box)
         else:  # the reviewed rectangle is the object's box; the mask keeps its shape
-            objects[objects.index(twin)] = Obj(twin.label, box.box, twin.mask)
-            masks.remove(twin)
+            objects[next(i for i, o in enumerate(objects) if o is twin)] = Obj(twin.label, box.box, twin.mask)
+            unpaired = [(mid, m) for mid, m in unpaired if m is not twin]
     image_id = task.get("data", {}).get("image_id", task.get("id"))
     return Item(image, w, h, tuple(objects), int(image_id) if image_id is not None else None)
 
