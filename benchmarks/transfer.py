@@ -5,7 +5,9 @@
 
 What it does, as a user would with their own data: draws a COCO dataset of scenes where half the objects are
 stars (training/novel_shapes.py; train, validation and test sets from seeds 1001, 1002, 1003), turns it into
-records with `jobs.make_records --coco ... --task detect` (prompt `detect circle ; square ; triangle ; star`),
+records with `jobs.make_records --coco ... --task detect --subsets 2` (prompt `detect circle ; square ; triangle ;
+star`, and two more per image naming random subsets of the classes, so that the tuned model still answers the
+three-class prompt it was trained on),
 fine-tunes with the transfer defaults below through the same code as `jobs.finetune` (training.loop.train) with
 `--val` on the validation records and `--max-minutes` as the budget, and scores RUN/best/ on
 
@@ -60,7 +62,7 @@ def make_data(out: Path, sizes: dict[str, int], vae: Path) -> dict[str, Path]:
         if split != "test":
             records = folder / "records.jsonl"
             if not records.is_file():
-                make_records(["--coco", str(ann), "--task", "detect", "--output", str(records)])
+                make_records(["--coco", str(ann), "--task", "detect", "--subsets", "2", "--output", str(records)])
             paths[split] = records
     return paths
 
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--minutes", type=float, default=15.0, help="wall-clock budget of each fine-tune (default 15)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--train-images", type=int, default=3000)
-    p.add_argument("--val-images", type=int, default=40)
+    p.add_argument("--val-images", type=int, default=30)
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--shapes-scenes", type=int, default=200, help="held-out shapes scenes for the old classes")
     args = p.parse_args(argv)

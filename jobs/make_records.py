@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="--per-class: chance that an absent class gets a prompt with an empty answer (default 0.1)",
     )
     rec.add_argument(
+        "--subsets",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also N records per image prompting a random subset of the classes (default 0)",
+    )
+    rec.add_argument(
         "--order",
         choices=("class", "position", "source", "random"),
         default="class",
@@ -142,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
             encoder = MaskEncoder.from_npz(args.vae)
         options = RecordOptions(args.task, parse_class_map(args.classes), args.per_class, args.negative_share,
-                                args.order, args.seed)  # fmt: skip
+                                args.order, args.seed, args.subsets)  # fmt: skip
         problems = Problems()
         items = read_items(args, problems)
         known = dataset_classes(args)

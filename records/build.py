@@ -14,6 +14,10 @@ Decisions, each an option of `jobs.make_records`:
   (`detect a`) plus, for each absent class, a negative record (empty answer) with probability
   `--negative-share` (default 0.1: enough that the model keeps saying "none", few enough that it does not learn
   to say it for everything; the shapes model's probes showed what too many empty answers do).
+- **subsets** (`--subsets N`): N more records per image whose prompt names a random subset of the classes
+  (each with probability 1/2, at least one; in the class list's order), the answer listing those classes'
+  objects. A model tuned on one prompt forgets how to answer others (a model asked only `detect a ; b ; c ; d`
+  no longer answers `detect a ; b ; c` well); PaliGemma's own detection data mixes class lists the same way.
 - **order** of the objects in an answer: `class` (default: the prompt's class order, then top to bottom and left
   to right, as the shapes data and big_vision's detection targets are sorted), `position` (top to bottom, left to
   right, any class), `source` (as in the file), `random` (written in class order and marked `shuffle`, so that
@@ -72,6 +76,7 @@ class RecordOptions:
     negative_share: float = 0.1
     order: str = "class"
     seed: int = 0
+    subsets: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -80,6 +85,8 @@ class RecordOptions:
             raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if not 0.0 <= self.negative_share <= 1.0:
             raise ValueError(f"--negative-share must be a number in [0, 1], got {self.negative_share}")
+        if self.subsets < 0:
+            raise ValueError(f"--subsets must be at least 0, got {self.subsets}")
 
 
 @dataclass
@@ -161,6 +168,11 @@ class RecordBuilder:
                     prompts.append((f"{task} {c}", [c], mine))
         else:
             prompts = [(f"{task} " + " ; ".join(self.classes), self.classes, objects)] if self.classes else []
+        if item.expression is None and self.classes:
+            for _ in range(self.options.subsets):
+                chosen = [c for c in self.classes if self.rng.random() < 0.5]
+                chosen = chosen or [self.classes[int(self.rng.integers(len(self.classes)))]]
+                prompts.append((f"{task} " + " ; ".join(chosen), chosen, [o for o in objects if o.label in chosen]))
         for prefix, classes, mine in prompts:
             record = self._record(item, prefix, classes, mine, problems)
             if record is not None:

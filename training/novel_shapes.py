@@ -40,9 +40,10 @@ def star_mask(box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def draw_novel_scene(
-    rng: np.random.Generator, max_objects: int = 3, star_share: float = 0.5
+    rng: np.random.Generator, max_objects: int = 4, star_share: float = 0.5
 ) -> tuple[Image.Image, list[Shape]]:
-    """1..max_objects non-overlapping objects (IoU <= 0.1), each a star with probability star_share."""
+    """1..max_objects (the shapes spec's 4) non-overlapping objects (IoU <= 0.1), each a star with probability
+    star_share."""
     n = int(rng.integers(1, max_objects + 1))
     pixels = _background(rng)
     shapes: list[Shape] = []
