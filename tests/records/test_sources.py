@@ -151,3 +151,23 @@ def test_class_maps_keep_rename_and_drop_and_order_is_as_documented():
     random_order.class_list([item])
     shuffled = random_order.build(item, Problems()).records[0]
     assert shuffled["shuffle"] is True
+
+
+def test_parquet_records_read_back_as_jsonl_records_do(tmp_path):
+    from records import write_records
+    from training.data import FileSource
+
+    Image.new("RGB", (W, H), "red").save(tmp_path / "p.png")
+    mask = np.zeros((H, W), bool)
+    mask[10:30, 20:60] = True
+    builder = RecordBuilder(RecordOptions(task="detect"))
+    item = Item(str(tmp_path / "p.png"), W, H, (Obj("cat", (20.0, 10.0, 60.0, 30.0), mask),))
+    builder.class_list([item])
+    records = builder.build(item, Problems()).records
+    write_records(records, tmp_path / "r.parquet")
+    write_records(records, tmp_path / "r.jsonl")
+    a, b = FileSource(tmp_path / "r.parquet", 0), FileSource(tmp_path / "r.jsonl", 0)
+    assert a.rows[0]["objects"] == b.rows[0]["objects"] == records[0]["objects"]
+    ra, rb = a.record(0), b.record(0)
+    assert (ra.prefix, ra.suffix) == (rb.prefix, rb.suffix) == ("detect cat", records[0]["suffix"])
+    assert ra.image.size == (W, H)

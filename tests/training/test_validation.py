@@ -95,3 +95,17 @@ def test_validation_scores_text_tasks_and_refuses_an_unknown_best_metric(checkpo
 
     with pytest.raises(SpecError, match="--best-metric detect_ap50: the validation set has no such score"):
         train(cfg, log=lambda _: None)
+
+
+def test_a_coco_file_is_a_validation_set_too(tmp_path):
+    write_benchmark_set(tmp_path, 4, 0, seed=12)
+    vset = load_val_set(tmp_path / "annotations.json", vae=str(SHAPES / "vae.npz"))
+    assert {r.prefix for r in vset.records} == {"detect circle ; square ; triangle",
+                                                "segment circle ; square ; triangle"}  # fmt: skip
+    assert vset.default_metric() == "segment_ap50"
+    from decoders import MaskDecoder
+
+    model = PaliGemma.from_pretrained(SHAPES)
+    scores = evaluate_val(model, vset, MaskDecoder.from_npz(SHAPES / "vae.npz"), max_new_tokens=48)
+    assert set(scores) == {"detect_ap50", "detect_ap", "segment_ap50", "segment_ap"}
+    assert scores["detect_ap50"] > 0.2  # the bundled model finds shapes: the set and its ground truth line up
