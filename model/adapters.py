@@ -201,13 +201,22 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_with_adapter(checkpoint: str | Path, adapter: str | Path | None = None, **load_options):
     """`PaliGemma.from_pretrained(checkpoint, **load_options)` with the adapter merged in: the one call for every
-    entry point that takes `--adapter` (jobs.label, jobs.benchmark, python -m model, the web page)."""
+    entry point that takes `--adapter` (jobs.label, jobs.benchmark, python -m model, the web page).
+
+    The merge is done in float32 and the model cast to the dtype asked for afterwards: in bfloat16 the small
+    update B A would mostly round away against W."""
     from model import PaliGemma
+    from model.loading import resolve_dtype
 
     if adapter is None:
         return PaliGemma.from_pretrained(checkpoint, **load_options)
     compile_step = load_options.pop("compile", False)
-    model = apply_adapter(PaliGemma.from_pretrained(checkpoint, **load_options), adapter)
+    dtype = resolve_dtype(load_options.pop("dtype", None), load_options.get("device"))
+    model = apply_adapter(PaliGemma.from_pretrained(checkpoint, dtype=torch.float32, **load_options), adapter)
+    if dtype != torch.float32:
+        model.to(dtype)
+        if hasattr(model, "_head_column_major"):  # the loader's decode-layout copy of the head: redo it in dtype
+            model.column_major_weights()
     if compile_step:
         from model.compiled import compile_decode_step
 

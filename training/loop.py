@@ -137,8 +137,8 @@ def build_model(cfg: FinetuneConfig) -> PaliGemma:
 
 def choose_trainable(model: PaliGemma, cfg: FinetuneConfig):
     """Freeze or adapt the network for the mode; returns the peft LoraConfig for lora (None otherwise)."""
-    if cfg.mode == "qlora":
-        raise SpecError(QLORA_REFUSED)
+    if cfg.mode == "qlora":  # a CPU never gets here (Trainer refuses it first)
+        raise SpecError("--mode qlora (a bitsandbytes 4-bit base) is not built yet; use --mode lora")
     if cfg.mode == "lora":
         from .lora import add_lora
 
@@ -453,7 +453,8 @@ class Trainer:
             examples = (step + 1) * cfg.batch_size * self.world
             if ((step + 1) % cfg.log_every == 0 or done) and window.get("loss"):
                 metrics = self.log_step(step, start_step, window, grad_norm, examples, elapsed, start, log_file)
-            due_eval = cfg.eval_every and self.main and ((step + 1) % cfg.eval_every == 0 or done)
+            periodic = cfg.eval_every and (step + 1) % cfg.eval_every == 0
+            due_eval = self.main and (cfg.eval_every or cfg.val) and (periodic or done)  # --val alone: at the end
             if due_eval and self.evaluate(step + 1, examples, log_file) and not done:
                 stop, done = "patience", True
             due = (cfg.save_every and (step + 1) % cfg.save_every == 0) or (
@@ -488,7 +489,7 @@ class Trainer:
         cfg, out = self.cfg, self.out
         self.save("final", step, {"metrics": metrics, "best": self.best})
         log_file.close()
-        if cfg.eval_every:
+        if cfg.eval_every or cfg.val:
             from .curves import plot_curves
 
             plot_curves(out / "log.jsonl", out / "curves.png", title=out.name)

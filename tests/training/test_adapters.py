@@ -128,3 +128,17 @@ def test_an_adapter_for_another_model_is_refused_by_name(checkpoint, tmp_path):
               str(other / "adapter_model.safetensors"))  # fmt: skip
     with pytest.raises(AdapterError, match="lora_A.weight"):
         load_with_adapter(folder, other)
+
+
+def test_an_adapter_loads_into_a_bfloat16_model_merged_in_float32(trained):
+    folder, adapter = trained
+    exact = load_with_adapter(folder, adapter)
+    half = load_with_adapter(folder, adapter, dtype="bf16")
+    assert half.dtype == torch.bfloat16
+    batch = _batch(exact)
+    args = (batch.input_ids, batch.pixel_values, batch.attention_mask, batch.token_type_ids)
+    with torch.no_grad():
+        want, got = exact(*args)[batch.attention_mask], half(*args)[batch.attention_mask].float()
+    assert _rel(got, want) < 0.05  # bfloat16's rounding, not a lost adapter
+    texts = half.generate([Image.new("RGB", (40, 30), "red")], ["caption en"], max_new_tokens=4)
+    assert isinstance(texts[0], str)
