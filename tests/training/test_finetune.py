@@ -175,6 +175,7 @@ def test_add_lora_starts_from_the_pretrained_function(checkpoint):
 
 @pytest.mark.ray
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # Ray's start-up alone took 4 minutes on this 2-core machine under other engineers' load
 def test_finetune_job_runs_under_ray_train_and_writes_a_loadable_checkpoint(checkpoint, tmp_path):
     folder = checkpoint("tiny")[0]
     data = _dataset(tmp_path / "data", 4)
@@ -182,7 +183,7 @@ def test_finetune_job_runs_under_ray_train_and_writes_a_loadable_checkpoint(chec
     args = ["--model", str(folder), "--train", str(data), "--mode", "lora", "--steps", "2", "--batch-size", "2",
             "--log-every", "1", "--output", str(out)]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.finetune", *args], cwd=ROOT, capture_output=True, text=True, timeout=240
+        [sys.executable, "-m", "jobs.finetune", *args], cwd=ROOT, capture_output=True, text=True, timeout=800
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "RayTrainWorker" in done.stdout + done.stderr  # it ran in a Ray Train worker, not in this process

@@ -77,7 +77,9 @@ def test_max_minutes_without_steps_picks_a_schedule_that_fits(checkpoint, tmp_pa
     seconds = time.perf_counter() - started
     steps = json.loads((run / "training_config.json").read_text())["steps"]
     assert steps >= 5 and (run / "final").is_dir()
-    assert seconds < 0.25 * 60 * 1.3 + 5  # the minutes, with the start-up and the last save
+    trained = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert max(r.get("minutes", 0) for r in trained) <= 0.25 + 0.05  # training ended within the budget
+    assert seconds < 0.25 * 60 * 3  # and the run with it (start-up, evaluations and saves included)
     # It ran (nearly) the whole schedule: step times measured on a shared machine move, so allow some.
     assert json.loads((run / "final" / "training.json").read_text())["step"] >= 0.6 * steps
 
