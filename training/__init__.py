@@ -1,1 +1,3 @@
-"""Training code: the synthetic shapes data, the fine-tuning loop (full, attention-only, LoRA) and the VQ-VAE."""
+"""Training code: the fine-tuning loop (full, attention-only, peft LoRA) with validation on the user's records
+(validate.py), augmentation that keeps answers true (augment.py), the synthetic shapes data and a never-seen
+class for transfer (novel_shapes.py), and the VQ-VAE."""

@@ -14,6 +14,17 @@ HEADLINE = {
     "caption_exact": "caption exact",
 }
 TARGETS = {"detection_ap50": 0.7, "segmentation_miou": 0.6, "counting": 0.8, "ocr_exact": 0.7, "caption_exact": 0.5}
+# Validation scores of a run with --val (training/validate.py).
+VALIDATION = {
+    "detect_ap50": "val detect AP50",
+    "detect_ap": "val detect AP",
+    "segment_ap50": "val segment AP50",
+    "segment_ap": "val segment AP",
+    "caption_cider": "val caption CIDEr",
+    "ocr_exact": "val OCR exact",
+    "answer_anls": "val answer ANLS",
+    "exact": "val exact",
+}
 
 
 def read_log(path: str | Path) -> tuple[list[dict], list[dict]]:
@@ -35,15 +46,17 @@ def plot_curves(log: str | Path, out: str | Path, title: str = "") -> Path:
 
     train, evals = read_log(log)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for key, name in HEADLINE.items():
+    for key, name in (HEADLINE | VALIDATION).items():
         points = [(e["examples"], e["eval"][key]) for e in evals if key in e["eval"]]
         if points:
             xs, ys = zip(*points, strict=True)
             (line,) = left.plot(xs, ys, marker="o", markersize=3, label=name)
             if key in TARGETS:
                 left.axhline(TARGETS[key], color=line.get_color(), linestyle="--", linewidth=0.8)
-    left.set(xlabel="training examples", ylabel="held-out score", ylim=(0, 1.02), title="held-out set")
-    left.legend(fontsize=8, loc="upper left")
+    top = max([1.02] + [y * 1.05 for line in left.lines for y in line.get_ydata()])  # CIDEr may pass 1
+    left.set(xlabel="training examples", ylabel="held-out score", ylim=(0, top), title="held-out set")
+    if left.lines:
+        left.legend(fontsize=8, loc="upper left")
     tasks = sorted({k for r in train for k in r if k.startswith("loss/")})
     for key in tasks:
         points = [(r["examples"], r[key]) for r in train if key in r]

@@ -25,6 +25,9 @@ from PIL import Image
 
 from model.image_processing import ImageProcessor
 from model.tokenizer import PromptTokenizer
+from storage import is_uri, read_bytes
+
+from .augment import Augment, augment_record
 
 IGNORE = -100
 
@@ -71,6 +74,8 @@ def _open_image(value: object, base: Path, where: str) -> Image.Image:
             value = value.get("bytes") or value.get("path")
         if isinstance(value, bytes | bytearray):
             image = Image.open(io.BytesIO(value))
+        elif isinstance(value, str) and is_uri(value):
+            image = Image.open(io.BytesIO(read_bytes(value)))
         elif isinstance(value, str):
             path = Path(value)
             image = Image.open(path if path.is_absolute() else base / path)
@@ -78,7 +83,7 @@ def _open_image(value: object, base: Path, where: str) -> Image.Image:
             raise DatasetError(f"{where}: 'image' must be a path, bytes or a {{bytes, path}} struct")
         image.load()
         return image.convert("RGB")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: pyarrow's filesystem errors for a URI
         if isinstance(e, DatasetError):
             raise
         raise DatasetError(f"{where}: cannot read the image ({e})") from e
@@ -113,6 +118,11 @@ def read_records(path: str | Path) -> list[dict]:
         for key in ("prefix", "suffix"):
             if not isinstance(row[key], str):
                 raise DatasetError(f"{row['_where']}: field {key!r} must be a string")
+        if isinstance(row.get("objects"), str):  # Parquet records keep their objects as a JSON string
+            try:
+                row["objects"] = json.loads(row["objects"])
+            except json.JSONDecodeError as e:
+                raise DatasetError(f"{row['_where']}: field 'objects' is not valid JSON ({e})") from None
     if not rows:
         raise DatasetError(f"{path}: no records")
     return rows
@@ -121,21 +131,37 @@ def read_records(path: str | Path) -> list[dict]:
 class FileSource:
     """Examples of a dataset file by index: epoch e visits the rows in the order `default_rng([seed, e])` shuffles
     them, and worker `rank` of `world` takes every world-th position. A pure function of the index, so a resumed
-    run (or a background data process) continues exactly where the stream was."""
+    run (or a background data process) continues exactly where the stream was. Augmentation (training.augment)
+    draws from `default_rng([seed, epoch, row, 1])`: the same example gets the same augmentation on a resume, and
+    another one the next epoch."""
 
-    def __init__(self, path: str | Path, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, path: str | Path, seed: int, rank: int = 0, world: int = 1, augment: Augment | None = None,
+                 vae: str | None = None):  # fmt: skip
+        augment = augment or Augment()
         self.rows = read_records(path)
         self.base = Path(path).parent
         self.seed, self.rank, self.world = seed, rank, world
+        self.augment = augment
         self._order: tuple[int, np.ndarray] | None = None
+        self.encoder = None
+        if vae and augment.active and any(str(r["prefix"]).startswith("segment") for r in self.rows):
+            from decoders.vqvae import MaskEncoder
+
+            self.encoder = MaskEncoder.from_npz(vae)
 
     def record(self, index: int) -> Record:
         epoch, position = divmod(index * self.world + self.rank, len(self.rows))
         if self._order is None or self._order[0] != epoch:
             self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(len(self.rows)))
-        row = self.rows[self._order[1][position]]
+        row_index = int(self._order[1][position])
+        row = self.rows[row_index]
         image = _open_image(row["image"], self.base, row["_where"])
-        return Record(image, row["prefix"], row["suffix"], row.get("task", ""))
+        suffix = row["suffix"]
+        if self.augment.active or row.get("shuffle"):
+            rng = np.random.default_rng([self.seed, epoch, row_index, 1])
+            image, suffix = augment_record(image, row["prefix"], suffix, row.get("task") or "", row.get("objects"),
+                                           bool(row.get("shuffle")), self.augment, rng, self.encoder)  # fmt: skip
+        return Record(image, row["prefix"], suffix, row.get("task") or "")
 
 
 def file_stream(path: str | Path, seed: int, rank: int = 0, world: int = 1) -> Iterator[Record]:

@@ -1,25 +1,38 @@
-"""The fine-tuning loop: prefix-LM loss on the answer only, three ways to choose what trains, Ray-ready.
+"""The fine-tuning loop: prefix-LM loss on the answer only, four ways to choose what trains, Ray-ready.
 
 `train(cfg)` runs on one process and is what a Ray Train worker calls (`train_worker`): the worker's rank picks
 its share of the data, `ray.train.torch.prepare_model` adds gradient averaging when there are several workers,
-and metrics go to `ray.train.report`. Rank 0 writes the checkpoints, each a complete Hugging Face folder that
-`PaliGemma.from_pretrained` and transformers load alike.
+and metrics go to `ray.train.report`. Rank 0 writes the checkpoints: complete Hugging Face folders that
+`PaliGemma.from_pretrained` and transformers load alike, or, for LoRA, peft adapter folders (model/adapters.py).
 
 A run can stop at any step and go on later (`train(cfg, resume=True)`, `jobs.finetune --resume RUN`): `last/`
-holds, besides the checkpoint, `trainer_state.pt` with the float32 weights, the optimizer's state, the step and
-the RNG state; the learning rate is a function of the step and the data stream a function of the example index
-(training.data), so a resumed run computes exactly the steps the uninterrupted one would have. `last/` is
-rewritten atomically every `save_every` steps and every `save_minutes` of wall clock.
+holds, besides the checkpoint, `trainer_state.pt` with the float32 weights, the optimizer's state, the step, the
+RNG state and the best validation score so far; the learning rate is a function of the step and the data stream
+a function of the example index (training.data), so a resumed run computes exactly the steps the uninterrupted
+one would have. `last/` is rewritten atomically every `save_every` steps and every `save_minutes` of wall clock.
+
+Validation (`--val`, training/validate.py): every `eval_every` steps, at the end, and once before the first step
+(the starting point of the curve), the validation records are labeled and scored; `best/` holds the weights of
+the evaluation with the best `best_metric`, and `patience` evaluations without a better one end the run.
+
+The schedule for a time budget (`max_minutes` without `steps`): the first `warmup` steps' learning rate does not
+depend on the run's length, so the run times its first steps (min(warmup, 10); the first is left out, it pays
+for allocations) and the baseline evaluation, then takes the most steps S for which S median step times plus the
+S / eval_every + 1 evaluations still to come fit in 90 % of the minutes left (the rest for saves, and for a
+shared machine's slower moments), and saves S in training_config.json (a resumed run keeps it). The budget
+still ends the sitting if the machine slows down more than that.
 
 Modes (what gets gradients):
 - full: every weight.
 - attention: only the text decoder's attention projections, the cheap recipe the PaliGemma fine-tuning guides
   suggest for small data; everything else stays as loaded.
-- lora: low-rank adapters on the text decoder's attention and MLP projections, merged into the weights when saved.
+- lora: peft's low-rank adapters on the text decoder's attention and MLP projections (training/lora.py).
+- qlora: lora on a 4-bit base (bitsandbytes): CUDA only, refused on a CPU; not built yet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -27,7 +40,6 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,75 +49,16 @@ from torch import nn
 
 from model.paligemma import PaliGemma
 from model.saving import save_pretrained
+from specs.fields import SpecError
+from specs.finetune import MODES, FinetuneConfig
 
+from .augment import Augment
 from .data import IGNORE, Batch, BatchMaker, FileSource, ShapesSource
-from .lora import add_lora, merged_state_dict
 
-MODES = ("full", "attention", "lora")
-
-
-@dataclass
-class FinetuneConfig:
-    """Everything a run depends on; saved next to the checkpoints as training_config.json."""
-
-    output: str
-    train: str = "shapes"  # a .jsonl / .parquet file, or "shapes" for the built-in generator
-    model: str | None = None  # checkpoint folder to start from
-    scratch: str | None = None  # or a named size (model/sizes.py) to start from random init
-    mode: str = "full"
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    steps: int = 1000
-    batch_size: int = 16
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    warmup: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    vision_lr_scale: float = 1.0  # the vision tower's learning rate, as a fraction of lr
-    seed: int = 0  # initialization
-    data_seed: int = 0  # the data stream (shapes generator or file order)
-    vae: str | None = None  # vae.npz: the shapes' segmentation targets are encoded with it
-    bf16: bool = False  # autocast matmuls to bfloat16 (weights and optimizer state stay float32)
-    threads: int | None = None
-    log_every: int = 50
-    save_every: int = 0  # write last/ every N steps (0: by save_minutes only)
-    save_minutes: float = 5.0  # ... and whenever this much wall clock passed since the last save
-    save_dtype: str = "float32"
-    max_minutes: float | None = None  # stop (saving last/ and final/) when this sitting's wall clock runs out
-    task_mix: dict[str, float] = field(default_factory=dict)  # shapes only: one stage with this mix
-    stages: list[dict] = field(default_factory=list)  # shapes only: a curriculum (training.shapes.Stage fields)
-    pool: int = 1  # group the examples of this many batches by length (training.data.BatchMaker)
-    data_workers: int = 0  # 1: draw and encode batches in a background process
-    eval_every: int = 0  # label and score the held-out shapes set every N steps (and at the end); 0: never
-    eval_scenes: int = 50
-    eval_seed: int = 555  # the held-out set's seed; training streams never use default_rng(eval_seed)
-    eval_max_new_tokens: int = 128
-    compile: bool = False  # torch.compile the loss step (forward and backward)
-    vision_pretrain: int = 0  # shapes only: dense-label examples for the vision tower first (training.vision_pretrain)
-    vision_pretrain_lr: float = 1e-3
-    vision_pretrain_words: float = 0.4  # share of word images among the pretraining images
-    image_size: int | None = None  # train at this input resolution (position embeddings resized; training.resolution)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if (self.model is None) == (self.scratch is None):
-            raise ValueError("give exactly one of model (a checkpoint folder) and scratch (a named size)")
-        if self.steps < 1 or self.batch_size < 1 or self.pool < 1:
-            raise ValueError("steps, batch_size and pool must be at least 1")
-        if self.eval_every and self.train != "shapes":
-            raise ValueError("evaluation while training uses the held-out shapes set: it needs --train shapes")
-        if self.vision_pretrain and self.train != "shapes":
-            raise ValueError("--vision-pretrain labels the shapes generator's images: it needs --train shapes")
-        self.curriculum()  # a bad stage fails here, before any work
-
-    def curriculum(self) -> tuple:
-        from .shapes import Stage
-
-        if self.stages:
-            return tuple(Stage.from_dict(d) for d in self.stages)
-        return (Stage(1, mix=dict(self.task_mix)),) if self.task_mix else ()
+__all__ = ["MODES", "FinetuneConfig", "Trainer", "train", "train_worker"]
+DEFAULT_STEPS = 1000  # without --steps and without --max-minutes
+TRAINER_STATE = "trainer_state.pt"
+QLORA_REFUSED = "--mode qlora needs a CUDA GPU (bitsandbytes 4-bit base weights); use --mode lora on a CPU"
 
 
 class AnswerLoss(nn.Module):
@@ -182,21 +135,24 @@ def build_model(cfg: FinetuneConfig) -> PaliGemma:
     return with_image_size(model, cfg.image_size) if cfg.image_size else model
 
 
-def choose_trainable(model: PaliGemma, cfg: FinetuneConfig) -> list[str]:
-    """Freeze or adapt the network for the mode; returns the names of the trained parameters."""
+def choose_trainable(model: PaliGemma, cfg: FinetuneConfig):
+    """Freeze or adapt the network for the mode; returns the peft LoraConfig for lora (None otherwise)."""
+    if cfg.mode == "qlora":  # a CPU never gets here (Trainer refuses it first)
+        raise SpecError("--mode qlora (a bitsandbytes 4-bit base) is not built yet; use --mode lora")
     if cfg.mode == "lora":
-        model.requires_grad_(False)
-        add_lora(model, cfg.lora_rank, cfg.lora_alpha)
-    elif cfg.mode == "attention":
+        from .lora import add_lora
+
+        return add_lora(model, cfg.lora_rank, cfg.lora_alpha)
+    if cfg.mode == "attention":
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("language_model.") and ".self_attn." in name)
     else:
         model.requires_grad_(True)
-    return [n for n, p in model.named_parameters() if p.requires_grad]
+    return None
 
 
 def lr_at(step: int, cfg: FinetuneConfig) -> float:
-    """Linear warm-up, then cosine decay to min_lr_ratio of the peak at the last step."""
+    """Linear warm-up, then cosine decay to min_lr_ratio of the peak at the last step (cfg.steps must be set)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -206,7 +162,8 @@ def lr_at(step: int, cfg: FinetuneConfig) -> float:
 def make_source(cfg: FinetuneConfig, rank: int, world: int):
     """The run's examples by index: the shapes generator or a dataset file (training.data)."""
     if cfg.train != "shapes":
-        return FileSource(cfg.train, cfg.data_seed, rank, world)
+        augment = Augment(cfg.hflip, cfg.scale_jitter, cfg.shuffle_objects)
+        return FileSource(cfg.train, cfg.data_seed, rank, world, augment, cfg.vae)
     # Each worker draws its own stream: seeds (data_seed, rank) never overlap one another.
     seed = int(np.random.SeedSequence([cfg.data_seed, rank]).generate_state(1)[0])
     return ShapesSource(seed, cfg.vae, cfg.curriculum())
@@ -248,21 +205,8 @@ def _losses_by_task(token_losses: torch.Tensor, batch: Batch) -> dict[str, list[
     return out
 
 
-def save_checkpoint(
-    model: PaliGemma, folder: Path, cfg: FinetuneConfig, extra: dict, state: dict | None = None
-) -> None:
-    """Write a complete checkpoint folder atomically (a temporary folder renamed into place); `state` (weights in
-    float32, optimizer, step, RNG) goes into trainer_state.pt for --resume."""
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    weights = merged_state_dict(model) if cfg.mode == "lora" else None
-    save_pretrained(model, tmp, dtype=cfg.save_dtype, state_dict=weights)
-    (tmp / "training.json").write_text(json.dumps({"config": asdict(cfg)} | extra, indent=2) + "\n")
-    if cfg.vae and Path(cfg.vae).is_file():  # segmentation answers need it to become masks: keep them together
-        shutil.copyfile(cfg.vae, tmp / "vae.npz")
-    if state is not None:
-        torch.save(state, tmp / TRAINER_STATE)
+def _replace_folder(tmp: Path, folder: Path) -> None:
+    """Put `tmp` in `folder`'s place: rename the old one aside first, so a crash leaves one of them whole."""
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         if old.exists():
@@ -273,7 +217,27 @@ def save_checkpoint(
         shutil.rmtree(old)
 
 
-TRAINER_STATE = "trainer_state.pt"
+def save_checkpoint(
+    model: PaliGemma, folder: Path, cfg: FinetuneConfig, extra: dict, state: dict | None = None, adapter=None
+) -> None:
+    """Write a checkpoint folder atomically (a temporary folder renamed into place): a full Hugging Face
+    checkpoint, or with `adapter` (a peft LoraConfig) the adapter alone in peft's format. `state` (weights in
+    float32, optimizer, step, RNG) goes into trainer_state.pt for --resume."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    if adapter is not None:
+        from .lora import save_adapter
+
+        save_adapter(model, adapter, tmp, base=cfg.model)
+    else:
+        save_pretrained(model, tmp, dtype=cfg.save_dtype)
+    (tmp / "training.json").write_text(json.dumps({"config": cfg.to_dict()} | extra, indent=2) + "\n")
+    if cfg.vae and Path(cfg.vae).is_file() and adapter is None:  # segment answers need it to become masks
+        shutil.copyfile(cfg.vae, tmp / "vae.npz")
+    if state is not None:
+        torch.save(state, tmp / TRAINER_STATE)
+    _replace_folder(tmp, folder)
 
 
 def load_trainer_state(out: Path) -> dict:
@@ -301,17 +265,25 @@ def train(
         return Trainer(cfg, rank, world, device, wrap, report, log).run(resume)
 
 
+def _fmt(key: str, value) -> str:
+    return f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+
+
 class Trainer:
     """One run: the model, its optimizer and data, and the bookkeeping of logs, evaluations and saves."""
 
     def __init__(self, cfg, rank, world, device, wrap, report, log):
+        if cfg.mode == "qlora" and torch.device(device).type != "cuda":
+            raise SpecError(QLORA_REFUSED)
+        if cfg.steps is None and cfg.max_minutes is None:
+            cfg = dataclasses.replace(cfg, steps=DEFAULT_STEPS)
         self.cfg, self.rank, self.world, self.device = cfg, rank, world, device
         self.report, self.log = report, log
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed + rank)
         self.model = build_model(cfg)
-        trainable = choose_trainable(self.model, cfg)
+        self.adapter = choose_trainable(self.model, cfg)
         self.model.to(device).train()
         self.step_fn: nn.Module = AnswerLoss(self.model)
         if wrap is not None:
@@ -321,6 +293,21 @@ class Trainer:
             self.step_fn = torch.compile(self.step_fn, dynamic=True)
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named]
+        self.opt = torch.optim.AdamW(self._param_groups(named), lr=cfg.lr, betas=(0.9, 0.98), fused=False)
+        self.out = Path(cfg.output)
+        self.main = rank == 0
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            n_trainable, n_total = sum(p.numel() for p in self.params), sum(p.numel() for p in self.model.parameters())
+            log(f"mode {cfg.mode}: training {n_trainable:,} of {n_total:,} parameters ({len(named)} tensors)")
+        self.elapsed_before = 0.0  # wall-clock seconds of earlier sittings
+        self.mask_decoder = None
+        self.val_set = None
+        self.best: dict = {"value": None, "step": None, "stale": 0}  # best validation score so far
+        self.eval_seconds: float | None = None
+
+    def _param_groups(self, named) -> list[dict]:
+        cfg = self.cfg
         groups = []
         for vision in (False, True):
             for decay in (True, False):
@@ -328,29 +315,22 @@ class Trainer:
                 if chosen:
                     groups.append({"params": chosen, "weight_decay": cfg.weight_decay if decay else 0.0,
                                    "lr_scale": cfg.vision_lr_scale if vision else 1.0})  # fmt: skip
-        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), fused=False)
-        self.out = Path(cfg.output)
-        self.main = rank == 0
-        n_trainable = sum(p.numel() for p in self.params)
-        n_total = sum(p.numel() for p in self.model.parameters())
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            log(f"mode {cfg.mode}: training {n_trainable:,} of {n_total:,} parameters ({len(trainable)} tensors)")
-        self.elapsed_before = 0.0  # wall-clock seconds of earlier sittings
-        self.mask_decoder = None
+        return groups
 
     # ---- resume ------------------------------------------------------------------------------------------------
 
     def restore(self) -> int:
         state = load_trainer_state(self.out)
-        saved = FinetuneConfig(**state["config"])
-        if asdict(saved) | {"max_minutes": None} != asdict(self.cfg) | {"max_minutes": None}:
-            changed = sorted(k for k, v in asdict(self.cfg).items() if asdict(saved).get(k) != v and k != "max_minutes")
-            raise ValueError(f"{self.out}: the run was started with other settings ({', '.join(changed)})")
+        saved = FinetuneConfig.from_dict(state["config"])
+        mine = dataclasses.replace(self.cfg, max_minutes=None, threads=None)
+        if dataclasses.replace(saved, max_minutes=None, threads=None) != mine:
+            changed = sorted(k for k, v in mine.to_dict().items() if saved.to_dict().get(k) != v)
+            raise SpecError(f"{self.out}: the run was started with other settings ({', '.join(changed)})")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         self.elapsed_before = state["elapsed"]
+        self.best = dict(state.get("best") or self.best)
         step = int(state["step"])
         log_path = self.out / "log.jsonl"
         if self.main and log_path.is_file():  # lines logged after the save are logged again by this sitting
@@ -367,8 +347,13 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "rng": torch.get_rng_state(),
             "elapsed": elapsed,
-            "config": asdict(self.cfg),
+            "config": self.cfg.to_dict(),
+            "best": dict(self.best),
         }
+
+    def save(self, name: str, step: int, extra: dict, elapsed: float | None = None) -> None:
+        state = self.state(step, elapsed) if elapsed is not None else None
+        save_checkpoint(self.model, self.out / name, self.cfg, {"step": step} | extra, state, self.adapter)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
 
@@ -389,99 +374,154 @@ class Trainer:
             return Prefetcher(factory, start)
         return InlineBatches(factory())
 
-    def run(self, resume: bool) -> dict:
+    def begin(self, resume: bool, log_file) -> int:
+        """The first step of this sitting: a restored one, or 0 after writing the run's config (and, for a new
+        run, pretraining the vision tower and scoring the starting point)."""
         cfg, out = self.cfg, self.out
-        start_step = self.restore() if resume else 0
-        if self.main and not resume:
-            (out / "training_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-            (out / "log.jsonl").write_text("")
-        if cfg.vision_pretrain and not resume:  # a resumed run's tower is in its saved state already
-            self.pretrain_vision()
-            if self.main:  # a run stopped from here on resumes without pretraining again
-                save_checkpoint(self.model, out / "last", cfg, {"step": 0}, self.state(0, 0.0))
+        if resume:
+            return self.restore()
+        if self.main:
+            (out / "training_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        if cfg.vision_pretrain:
+            self.pretrain_vision(log_file)
+            if self.main and cfg.steps is not None:  # a run stopped from here on resumes without pretraining again
+                self.save("last", 0, {}, 0.0)
+        if cfg.val and cfg.eval_every and self.main:
+            self.evaluate(0, 0, log_file)
+        return 0
+
+    def fit_schedule(self, data, log_file, started: float) -> None:
+        """Choose cfg.steps for max_minutes (see the module docstring), running the timed warm-up steps."""
+        cfg = self.cfg
+        probe = max(1, min(cfg.warmup, 10))
+        times = []
+        for step in range(probe):
+            t = time.perf_counter()
+            self.train_step(data.get(step).to(self.device), step)
+            times.append(time.perf_counter() - t)
+        per_step = float(np.median(times[1:] if len(times) > 1 else times))
+        per_eval = (self.eval_seconds or 0.0) if cfg.eval_every else 0.0
+        left = 0.9 * cfg.max_minutes * 60 - (time.perf_counter() - started)
+        evals = per_eval / cfg.eval_every if cfg.eval_every else 0.0
+        steps = max(probe + 1, probe + int((left - per_eval - probe * per_step) / (per_step + evals)))
+        self.cfg = dataclasses.replace(cfg, steps=steps)
+        self.probed = probe
+        if self.main:
+            (self.out / "training_config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+            self.log(f"schedule: {steps} steps fit {cfg.max_minutes:g} minutes "
+                     f"({per_step:.2f} s a step, {per_eval:.1f} s an evaluation)")  # fmt: skip
+
+    def run(self, resume: bool) -> dict:
+        out = self.out
+        log_file = None
+        if self.main:
+            if not resume:
+                (out / "log.jsonl").write_text("")
+            log_file = (out / "log.jsonl").open("a")
+        sitting = time.perf_counter()
+        start_step = self.begin(resume, log_file)
         data = self.batches(start_step)
+        self.probed = 0
+        try:
+            if self.cfg.steps is None:
+                self.fit_schedule(data, log_file, sitting)
+            step, metrics, stop = self.loop(data, start_step, log_file, sitting)
+        finally:
+            data.close()
+        if self.main:
+            self.finish(step, metrics, stop, log_file)
+        return metrics
+
+    def loop(self, data, start_step: int, log_file, sitting: float) -> tuple[int, dict, str | None]:
+        """Steps start_step.. until the last, a stop (max_minutes, patience); returns (steps done, metrics, why)."""
+        cfg = self.cfg
         window: dict[str, list[float]] = defaultdict(list)
         metrics: dict = {}
-        log_file = (out / "log.jsonl").open("a") if self.main else None
-        start = time.perf_counter()
-        last_save = start
-        step = start_step
-        stopped_early = False
-        try:
-            for step in range(start_step, cfg.steps):
+        start = last_save = time.perf_counter()
+        step, stop = start_step, None
+        for step in range(start_step, cfg.steps):
+            if step >= self.probed:  # the schedule's timed steps ran already
                 batch = data.get(step).to(self.device)
                 loss, token_losses, grad_norm = self.train_step(batch, step)
                 for task, values in _losses_by_task(token_losses, batch).items():
                     window[task].extend(values)
                 window["loss"].append(loss)
-                elapsed = self.elapsed_before + time.perf_counter() - start
-                sitting = (time.perf_counter() - start) / 60
-                stopped_early = cfg.max_minutes is not None and sitting > cfg.max_minutes and step < cfg.steps - 1
-                done = step == cfg.steps - 1 or stopped_early
-                examples = (step + 1) * cfg.batch_size * self.world
-                if (step + 1) % cfg.log_every == 0 or done:
-                    metrics = {
-                        "step": step + 1,
-                        "loss": float(np.mean(window.pop("loss"))),
-                        **{f"loss/{t}": float(np.mean(v)) for t, v in sorted(window.items())},
-                        "lr": lr_at(step, cfg),
-                        "grad_norm": grad_norm,
-                        "examples": examples,
-                        "examples_per_s": (step + 1 - start_step)
-                        * cfg.batch_size
-                        * self.world
-                        / (time.perf_counter() - start),
-                        "minutes": elapsed / 60,
-                    }
-                    window.clear()
-                    self.write_log(log_file, metrics)
-                    if self.report is not None:
-                        self.report(metrics)
-                if cfg.eval_every and self.main and ((step + 1) % cfg.eval_every == 0 or done):
-                    self.evaluate(step + 1, examples, log_file)
-                due = (cfg.save_every and (step + 1) % cfg.save_every == 0) or (
-                    time.perf_counter() - last_save > cfg.save_minutes * 60
-                )
-                if self.main and (due or stopped_early) and step < cfg.steps - 1:
-                    save_checkpoint(self.model, out / "last", cfg, {"step": step + 1, "metrics": metrics},
-                                    self.state(step + 1, elapsed))  # fmt: skip
-                    last_save = time.perf_counter()
-                if done:
-                    break
-        finally:
-            data.close()
-        if self.main:
-            save_checkpoint(self.model, out / "final", cfg, {"step": step + 1, "metrics": metrics})
-            log_file.close()
-            if cfg.eval_every:
-                from .curves import plot_curves
+            elapsed = self.elapsed_before + time.perf_counter() - start
+            if cfg.max_minutes is not None and (time.perf_counter() - sitting) / 60 > cfg.max_minutes:
+                stop = "max_minutes" if step < cfg.steps - 1 else None
+            done = step == cfg.steps - 1 or stop is not None
+            examples = (step + 1) * cfg.batch_size * self.world
+            if ((step + 1) % cfg.log_every == 0 or done) and window.get("loss"):
+                metrics = self.log_step(step, start_step, window, grad_norm, examples, elapsed, start, log_file)
+            periodic = cfg.eval_every and (step + 1) % cfg.eval_every == 0
+            due_eval = self.main and (cfg.eval_every or cfg.val) and (periodic or done)  # --val alone: at the end
+            if due_eval and self.evaluate(step + 1, examples, log_file) and not done:
+                stop, done = "patience", True
+            due = (cfg.save_every and (step + 1) % cfg.save_every == 0) or (
+                time.perf_counter() - last_save > cfg.save_minutes * 60
+            )
+            if self.main and (due or stop) and step < cfg.steps - 1:
+                self.save("last", step + 1, {"metrics": metrics}, elapsed)
+                last_save = time.perf_counter()
+            if done:
+                break
+        return step + 1, metrics, stop
 
-                plot_curves(out / "log.jsonl", out / "curves.png", title=out.name)
-            if stopped_early:
-                self.log(f"stopped at step {step + 1} of {cfg.steps} (--max-minutes); continue with --resume {out}")
-            self.log(f"wrote {out / 'final'}")
+    def log_step(self, step, start_step, window, grad_norm, examples, elapsed, start, log_file) -> dict:
+        cfg = self.cfg
+        metrics = {
+            "step": step + 1,
+            "loss": float(np.mean(window.pop("loss"))),
+            **{f"loss/{t}": float(np.mean(v)) for t, v in sorted(window.items())},
+            "lr": lr_at(step, cfg),
+            "grad_norm": grad_norm,
+            "examples": examples,
+            "examples_per_s": (step + 1 - start_step) * cfg.batch_size * self.world / (time.perf_counter() - start),
+            "minutes": elapsed / 60,
+        }
+        window.clear()
+        self.write_log(log_file, metrics)
+        if self.report is not None:
+            self.report(metrics)
         return metrics
 
-    def pretrain_vision(self) -> None:
+    def finish(self, step: int, metrics: dict, stop: str | None, log_file) -> None:
+        cfg, out = self.cfg, self.out
+        self.save("final", step, {"metrics": metrics, "best": self.best})
+        log_file.close()
+        if cfg.eval_every or cfg.val:
+            from .curves import plot_curves
+
+            plot_curves(out / "log.jsonl", out / "curves.png", title=out.name)
+        if stop == "max_minutes":
+            self.log(f"stopped at step {step} of {cfg.steps} (--max-minutes); continue with --resume {out}")
+        elif stop == "patience":
+            self.log(f"stopped at step {step} of {cfg.steps}: {cfg.patience} evaluations without a better "
+                     f"{self.best_metric}")  # fmt: skip
+        if self.best["step"] is not None:
+            self.log(f"best {self.best_metric} {self.best['value']:.4f} at step {self.best['step']}: {out / 'best'}")
+        self.log(f"wrote {out / 'final'}")
+
+    def pretrain_vision(self, log_file) -> None:
         from .vision_pretrain import pretrain_tower
 
         cfg = self.cfg
-        with (self.out / "log.jsonl").open("a") as log_file:
-            result = pretrain_tower(
-                self.model, cfg.vision_pretrain, seed=int(np.random.SeedSequence([cfg.data_seed, self.rank, 7])
-                                                          .generate_state(1)[0]),
-                lr=cfg.vision_pretrain_lr, log=lambda record: self.write_log(log_file, {"step": 0} | record),
-                word_share=cfg.vision_pretrain_words, bf16=cfg.bf16,
-            )  # fmt: skip
-            if self.main:
-                self.log(f"vision tower pretrained: {result.get('vision_accuracy')}")
-                log_file.write(json.dumps({"step": 0, "vision_accuracy": result.get("vision_accuracy")}) + "\n")
+        result = pretrain_tower(
+            self.model, cfg.vision_pretrain, seed=int(np.random.SeedSequence([cfg.data_seed, self.rank, 7])
+                                                      .generate_state(1)[0]),
+            lr=cfg.vision_pretrain_lr, log=lambda record: self.write_log(log_file, {"step": 0} | record),
+            word_share=cfg.vision_pretrain_words, bf16=cfg.bf16,
+        )  # fmt: skip
+        if self.main:
+            self.log(f"vision tower pretrained: {result.get('vision_accuracy')}")
+            log_file.write(json.dumps({"step": 0, "vision_accuracy": result.get("vision_accuracy")}) + "\n")
         self.model.train()
 
     def train_step(self, batch: Batch, step: int) -> tuple[float, torch.Tensor, float]:
         cfg = self.cfg
+        lr = lr_at(step, cfg) if cfg.steps is not None else cfg.lr * (step + 1) / max(1, cfg.warmup)
         for group in self.opt.param_groups:
-            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
+            group["lr"] = lr * group["lr_scale"]
         with torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             token_losses = self.step_fn(batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.labels,
                                         batch.pixel_values, batch.answer_index)  # fmt: skip
@@ -499,29 +539,58 @@ class Trainer:
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
 
-    def evaluate(self, step: int, examples: int, log_file) -> None:
-        from .evaluate import ensure_eval_set, eval_summary, evaluate_shapes
+    # ---- evaluation --------------------------------------------------------------------------------------------
 
+    @property
+    def best_metric(self) -> str:
+        if self.cfg.best_metric:
+            return self.cfg.best_metric
+        return self.val_set.default_metric() if self.val_set is not None else "detection_ap50"
+
+    def scores(self) -> dict[str, float]:
+        """The validation set's scores (--val), or the held-out shapes set's summary."""
         cfg = self.cfg
         if self.mask_decoder is None and cfg.vae:
             from decoders import MaskDecoder
 
             self.mask_decoder = MaskDecoder.from_npz(cfg.vae)
+        if cfg.val:
+            from .validate import evaluate_val, load_val_set
+
+            if self.val_set is None:
+                self.val_set = load_val_set(cfg.val, cfg.val_images, cfg.val_limit, cfg.vae)
+            return evaluate_val(self.model, self.val_set, self.mask_decoder, max_new_tokens=cfg.eval_max_new_tokens)
+        from .evaluate import ensure_eval_set, eval_summary, evaluate_shapes
+
         folder = ensure_eval_set(self.out / "eval-data", cfg.eval_scenes, cfg.eval_seed)
-        started = time.perf_counter()
         result = evaluate_shapes(self.model, folder, self.mask_decoder, max_new_tokens=cfg.eval_max_new_tokens)
-        summary = eval_summary(result)
-        record = {"step": step, "examples": examples, "eval": summary, "eval_seconds": time.perf_counter() - started}
+        return eval_summary(result)
+
+    def evaluate(self, step: int, examples: int, log_file) -> bool:
+        """Score, log, keep best/ (with --val); True when patience has run out."""
+        from .curves import plot_curves
+
+        started = time.perf_counter()
+        summary = self.scores()
+        seconds = time.perf_counter() - started
+        record = {"step": step, "examples": examples, "eval": summary, "eval_seconds": seconds}
         self.log(f"eval step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in summary.items()))
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
-        from .curves import plot_curves
-
         plot_curves(self.out / "log.jsonl", self.out / "curves.png", title=self.out.name)
-
-
-def _fmt(key: str, value) -> str:
-    return f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
+        self.eval_seconds = time.perf_counter() - started  # what an evaluation costs the schedule, drawing included
+        if not self.cfg.val:
+            return False
+        value = summary.get(self.best_metric)
+        if value is None:
+            raise SpecError(f"--best-metric {self.best_metric}: the validation set has no such score "
+                            f"(it has {', '.join(sorted(summary))})")  # fmt: skip
+        if self.best["value"] is None or value > self.best["value"]:
+            self.best = {"value": float(value), "step": step, "stale": 0, "metric": self.best_metric}
+            self.save("best", step, {"eval": summary, "best_metric": self.best_metric})
+            return False
+        self.best["stale"] += 1
+        return bool(self.cfg.patience) and self.best["stale"] >= self.cfg.patience
 
 
 def train_worker(config: dict) -> None:
@@ -532,7 +601,7 @@ def train_worker(config: dict) -> None:
     ctx = ray.train.get_context()
     config = dict(config)
     resume = config.pop("_resume", False)
-    cfg = FinetuneConfig(**config)
+    cfg = FinetuneConfig.from_dict(config)
     world = ctx.get_world_size()
     wrap = ray.train.torch.prepare_model if world > 1 else None
     train(
