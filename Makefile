@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint format bench clean browser
+.PHONY: test demo lint format bench clean browser labelstudio
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml Makefile
 browser:
 	@bash .ci/install-browser >/dev/null 2>&1 || { echo "make test: the browser tests need Chromium at /usr/bin/chromium; install it (sudo apt-get install chromium) and run make test again" >&2; exit 2; }
 
-test: $(STAMP) browser
+# The Label Studio round-trip test runs a real server, from its own virtual environment (.venv-labelstudio: its
+# Django and pydantic pins must not move the project's); installed here once, a few minutes, as CI installs it.
+labelstudio:
+	@bash .ci/install-labelstudio >/dev/null || { echo "make test: the Label Studio test needs its server; install it with bash .ci/install-labelstudio (it needs PyPI) and run make test again" >&2; exit 2; }
+
+test: $(STAMP) browser labelstudio
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
@@ -40,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python -m jobs.bench --size mid --batch 8 --new-tokens 32
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-labelstudio demo_out .pytest_cache .ruff_cache

@@ -42,6 +42,7 @@ Exit status: 0 on success, 1 when training failed, 2 for a configuration error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from dataclasses import replace
@@ -52,7 +53,7 @@ from specs.fields import SpecError
 from specs.finetune import SITTING_FIELDS, FinetuneConfig
 
 # Job options that are not the run's own (where and how it runs): any may change on --resume.
-PLACEMENT = ("resume", "workers", "gpus", "cpus_per_worker", "address")
+PLACEMENT = ("resume", "workers", "gpus", "cpus_per_worker", "address", "verbose")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,65 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--gpus", action="store_true", help="one GPU per worker")
     ray.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: all of this machine's)")
     ray.add_argument("--address", help="Ray address to join (default: local, or the cluster under ray job submit)")
+    ray.add_argument("--verbose", action="store_true", help="show everything Ray logs besides the run's own lines")
     return p
+
+
+class LogFollower:
+    """The run's console: a line per record the run appends to RUN/log.jsonl (training steps with loss,
+    examples/s and the time left, evaluations, the vision tower's pretraining), printed by the driver, so that a
+    normal run shows the run's own words and none of Ray's (its logs stay in Ray's log folder)."""
+
+    def __init__(self, log: Path, steps: int, every: float = 2.0):
+        import threading
+
+        self.log, self.steps, self.every = log, steps, every
+        self.seen = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def line(self, record: dict) -> str | None:
+        """The console line of one log record (None for records that say nothing new)."""
+        if "eval" in record:
+            scores = " ".join(f"{k} {v:.3f}" for k, v in record["eval"].items() if isinstance(v, float))
+            return f"eval at step {record['step']}: {scores}"
+        if "vision_step" in record:
+            return f"vision pretraining: {record['vision_examples']} images, {record['vision_minutes']:.1f} min"
+        if "loss" in record:
+            rate = record.get("examples_per_s") or 0.0
+            left = (self.steps - record["step"]) * record["examples"] / max(record["step"], 1) / rate if rate else None
+            eta = f", {left / 60:.0f} min left" if left is not None else ""
+            return (f"step {record['step']}/{self.steps}: loss {record['loss']:.4f}, {rate:.1f} examples/s, "
+                    f"lr {record['lr']:.2e}{eta}")  # fmt: skip
+        return None
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.every):
+            self.flush()
+
+    def flush(self) -> None:
+        try:
+            lines = self.log.read_text().splitlines()
+        except OSError:
+            return
+        for text in lines[self.seen :]:
+            try:
+                said = self.line(json.loads(text))
+            except (ValueError, KeyError, TypeError):
+                said = None
+            if said:
+                print(said, file=sys.stderr, flush=True)
+        self.seen = len(lines)
+
+    def __enter__(self) -> LogFollower:
+        self.seen = len(self.log.read_text().splitlines()) if self.log.is_file() else 0  # a resumed run's old lines
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.flush()
 
 
 def _absolute(path: str | None) -> str | None:
@@ -137,6 +196,7 @@ def changed_on_resume(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.finetune`: check, then train under Ray Train with the run's own console."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.resume:
@@ -156,14 +216,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
 
+    from pipelines.cluster import ClusterError, RaySession
+
+    # Ray Train's placement-group cleaner asks the State API (the dashboard) whether the run is alive: keep it.
+    session = RaySession(args.address, args.verbose, include_dashboard=True)
+    try:
+        session.start()
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        with LogFollower(Path(cfg.output) / "log.jsonl", cfg.steps) if not args.verbose else contextlib.nullcontext():
+            status = fit(args, cfg)
+    finally:
+        session.close()
+    if status == 0:
+        report_end(cfg)
+    return status
+
+
+def fit(args: argparse.Namespace, cfg: FinetuneConfig) -> int:
+    """The run under Ray Train's TorchTrainer; 0, or 1 after the one-line error of a failed run."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from training.loop import train_worker
 
-    if not ray.is_initialized():
-        ray.init(address=args.address)
     cpus = args.cpus_per_worker or (1 if args.gpus else max(1, int(ray.cluster_resources().get("CPU", 1))))
     cfg = replace(cfg, threads=None if args.gpus else max(1, int(cpus)))  # a CPU worker uses the CPUs it reserves
     trainer = TorchTrainer(
@@ -180,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     if result.error is not None:
         print(f"error: training failed: {result.error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def report_end(cfg: FinetuneConfig) -> None:
+    """Where the run's checkpoints are, its last metrics and its best step."""
     final = Path(cfg.output) / "final"
     log_lines = (Path(cfg.output) / "log.jsonl").read_text().splitlines()
     print(f"last metrics: {log_lines[-1] if log_lines else '(none)'}")
@@ -188,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
         best = json.loads((Path(cfg.output) / "best" / "training.json").read_text())
         print(f"best: {Path(cfg.output) / 'best'} (step {best['step']}, {best['best_metric']} "
               f"{best['eval'][best['best_metric']]:.4f})")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

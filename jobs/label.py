@@ -40,7 +40,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_spec_arguments(p, ReplicaSpec, title="model and replicas")
     add_spec_arguments(p, TileSpec, title="tiles: large images, small objects")
     add_spec_arguments(p, PlacementSpec, title="placement on the Ray cluster")
-    add_spec_arguments(p, OutputSpec, title="output", exclude=("previews", "exports"))
+    add_spec_arguments(p, OutputSpec, title="output", exclude=("previews", "exports", "document_root"))
 
 
 def build_parser() -> Parser:
@@ -54,8 +54,10 @@ def build_parser() -> Parser:
     add_run_arguments(p)
     add_spec_arguments(p, ObjectFilter, title="objects kept (detect/segment)")
     outputs = p.add_argument_group("labeling outputs")
-    add_spec_arguments(outputs, OutputSpec, exclude=tuple(n for n in OutputSpec.__dataclass_fields__
-                                                          if n not in ("previews", "exports")))  # fmt: skip
+    wanted = ("previews", "exports", "document_root")
+    add_spec_arguments(
+        outputs, OutputSpec, exclude=tuple(n for n in OutputSpec.__dataclass_fields__ if n not in wanted)
+    )
     return p
 
 

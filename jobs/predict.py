@@ -45,6 +45,7 @@ def build_parser() -> Parser:
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--compile", action="store_true", help="compile the decode step (slow start, faster decoding)")
     p.add_argument("--vae", type=Path, help="big_vision's vae-oid.npz, to turn <seg> tokens into masks")
+    p.add_argument("--adapter", type=Path, help="a LoRA adapter folder (peft's format) merged into the checkpoint")
     p.add_argument("--save", type=Path, help="write the image with the answer's boxes and masks drawn on it")
     p.add_argument("--json", action="store_true", help="print the answer, its tokens, log-probs and objects as JSON")
     add_max_pixels(p)
@@ -113,11 +114,17 @@ def answer(args, model, image, decoder, tiles):
 
 def load_model(args):
     """The checkpoint as the arguments ask for it; UsageError (one line) when it cannot be loaded."""
-    from model import CheckpointError, PaliGemma
+    from model import CheckpointError
+    from model.adapters import AdapterError, check_adapter, load_with_adapter
 
     try:
+        if args.adapter is not None:
+            check_adapter(args.adapter, args.checkpoint)
+    except AdapterError as e:
+        raise UsageError(f"--adapter: {e}") from None
+    try:
         options = {"compile": True} if args.compile else {}
-        return PaliGemma.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, **options)
+        return load_with_adapter(args.checkpoint, args.adapter, dtype=args.dtype, device=args.device, **options)
     except (CheckpointError, ValueError, RuntimeError) as e:
         raise UsageError(f"--checkpoint {args.checkpoint}: {e}") from None
 

@@ -27,10 +27,11 @@ class NativeBackend:
     name = "native"
     streams_results = True  # generate calls on_result as each row finishes, so answers are parsed meanwhile
 
-    def __init__(self, checkpoint: str, dtype: str | None = None, device: str | None = None, **load_options):
-        from model import PaliGemma
+    def __init__(self, checkpoint: str, dtype: str | None = None, device: str | None = None,
+                 adapter: str | None = None, **load_options):  # fmt: skip
+        from model.adapters import load_with_adapter
 
-        self.model = PaliGemma.from_pretrained(checkpoint, dtype=dtype, device=device, **load_options)
+        self.model = load_with_adapter(checkpoint, adapter, dtype=dtype, device=device, **load_options)
         self.device = self.model.device
         self.image_size = self.model.image_processor.size
 
@@ -45,7 +46,8 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, checkpoint: str, dtype: str | None = None, device: str | None = None, **_):
+    def __init__(self, checkpoint: str, dtype: str | None = None, device: str | None = None,
+                 adapter: str | None = None, **_):  # fmt: skip
         import torch
         from transformers import PaliGemmaForConditionalGeneration
 
@@ -61,7 +63,11 @@ class TransformersBackend:
         self.num_image_tokens = config.num_image_tokens
         self.dtype = resolve_dtype(dtype)
         self.device = torch.device(device or "cpu")
-        hf = PaliGemmaForConditionalGeneration.from_pretrained(folder, dtype=self.dtype)
+        hf = PaliGemmaForConditionalGeneration.from_pretrained(folder, dtype=torch.float32 if adapter else self.dtype)
+        if adapter:  # peft's own merge, in float32 as ours merges
+            from peft import PeftModel
+
+            hf = PeftModel.from_pretrained(hf, adapter).merge_and_unload().to(self.dtype)
         self.model = hf.to(self.device).eval()
 
     def generate(self, images: list, prompts: list[str], *, max_new_tokens: int, **options) -> list[Generation]:

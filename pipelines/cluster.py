@@ -86,8 +86,8 @@ class RaySession:
     this machine ("Failed to connect to GCS within 60 seconds"), so the start is not overlapped with planning.
     """
 
-    def __init__(self, address: str | None, verbose: bool):
-        self.address, self.verbose = address, verbose
+    def __init__(self, address: str | None, verbose: bool, **init_options):
+        self.address, self.verbose, self.init_options = address, verbose, init_options
         self._started: bool | None = None
         self._console = None
 
@@ -101,7 +101,7 @@ class RaySession:
             self._console = contextlib.nullcontext() if self.verbose else RayLineFilter()
             self._console.__enter__()
             try:
-                self._started = connect(self.address, self.verbose)
+                self._started = connect(self.address, self.verbose, **self.init_options)
             except BaseException:
                 self._console.__exit__(None, None, None)
                 raise

@@ -76,7 +76,8 @@ def finish(job, out: OutputFolder, source: Source, tasks: list[Task], summary: S
     model_version = job.replica.checkpoint.rstrip("/").rsplit("/", 1)[-1]
     if classes:
         with source.images(labeled_image_ids(out)) as read_image:
-            exported = export_input(out, source, classes, model_version, read_image=read_image)
+            exported = export_input(out, source, classes, model_version, read_image=read_image,
+                                    document_root=job.output.document_root)  # fmt: skip
             report = coco.write_results(exported, out.root.join("coco_results.json"))
             summary.unknown_labels = sum(report.unknown_labels.values())
             summary.files["coco_results"] = out.root.join("coco_results.json").uri

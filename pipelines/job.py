@@ -63,18 +63,25 @@ class _Stop(BaseException):
 # ---- checking the request before any work starts ---------------------------------------------------------------
 
 
-def check_checkpoint(folder: str) -> int:
+def check_checkpoint(folder: str, adapter: str | None = None) -> int:
     """The checkpoint as far as can be known without loading it: config.json, tokenizer.json and the header of
     every weights file, checked against the config (a truncated or mismatched file fails here, in one line, not
-    in every replica); returns the image size."""
+    in every replica), and the adapter against it; returns the image size."""
     from model import CheckpointError, PaliGemma
+    from model.adapters import AdapterError, check_adapter
     from model.image_processing import ImageProcessor
 
     try:
         config = PaliGemma.check_pretrained(Path(folder))
-        return ImageProcessor.from_pretrained(Path(folder), config.vision.image_size).size
+        size = ImageProcessor.from_pretrained(Path(folder), config.vision.image_size).size
     except (CheckpointError, ValueError) as e:
         raise SpecError(f"--checkpoint: {e}") from e
+    if adapter is not None:
+        try:
+            check_adapter(adapter, folder)
+        except AdapterError as e:
+            raise SpecError(f"--adapter: {e}") from e
+    return size
 
 
 def settings_for_resume(job: LabelJob, tasks: list[Task]) -> dict:
@@ -87,6 +94,7 @@ def settings_for_resume(job: LabelJob, tasks: list[Task]) -> dict:
         "max_new_tokens": replica.max_new_tokens,
         "dtype": replica.dtype,
         "vae": replica.vae,
+        "adapter": replica.adapter,
         "objects": job.objects.settings(),
         "tiles": job.tiles.settings(),
     }
@@ -224,7 +232,7 @@ def run_label(job: LabelJob, log=None, replica_class: type = Replica) -> Summary
     timeline = Timeline()
     # The checkpoint's check imports torch (a second or two) while the source is listed (I/O and Arrow).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-check") as pool:
-        checked = pool.submit(check_checkpoint, job.replica.checkpoint)
+        checked = pool.submit(check_checkpoint, job.replica.checkpoint, job.replica.adapter)
         source = job.source.open()
         timeline.mark("source listed")
         image_size = checked.result()

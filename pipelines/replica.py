@@ -44,7 +44,8 @@ class Replica:
         if torch_threads(threads):
             torch.set_num_threads(torch_threads(threads))
         options = {"compile": True} if spec.compile else {}
-        self.backend = BACKENDS[spec.backend](spec.checkpoint, spec.dtype, spec.device, **options)
+        self.backend = BACKENDS[spec.backend](spec.checkpoint, spec.dtype, spec.device, adapter=spec.adapter,
+                                              **options)  # fmt: skip
         self.image_size = self.backend.image_size  # the square the model sees: tiles are squashed to it
         self.in_flight = self._in_flight(spec)
         self.spec = spec

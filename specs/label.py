@@ -218,6 +218,10 @@ class ReplicaSpec:
     device: str | None = option(None, help="where replicas run (default cpu)", choices=DEVICES)
     dtype: str | None = option(None, help="float32 (default on a CPU), bf16 (default on a GPU) or fp16")
     vae: str | None = option(None, help="big_vision's vae-oid.npz, to decode segment masks (boxes only without it)")
+    adapter: str | None = option(
+        None,
+        help="a LoRA adapter folder (peft's format, e.g. a fine-tune's best/) merged into the checkpoint's weights",
+    )
     max_new_tokens: int = option(64, help="answer length limit")
     batch_size: int = option(8, help="rows handed to a replica at once")
     in_flight: int | None = option(
@@ -247,6 +251,7 @@ class ReplicaSpec:
             f"must be cpu or cuda, got {self.device!r}",
         )
         check(self.vae is None or Path(self.vae).is_file(), self, "vae", f"{self.vae}: file is missing")
+        check(self.adapter is None or Path(self.adapter).is_dir(), self, "adapter", f"{self.adapter}: not a folder")
         from model.loading import resolve_dtype
 
         try:
@@ -260,10 +265,12 @@ class ReplicaSpec:
 
     def absolute(self) -> ReplicaSpec:
         """The same spec with absolute paths: replicas may run in another working directory."""
+
+        def absolute(path: str | None) -> str | None:
+            return None if path is None else str(Path(path).absolute())
+
         return dataclasses.replace(
-            self,
-            checkpoint=str(Path(self.checkpoint).absolute()),
-            vae=None if self.vae is None else str(Path(self.vae).absolute()),
+            self, checkpoint=absolute(self.checkpoint), vae=absolute(self.vae), adapter=absolute(self.adapter)
         )
 
 
@@ -330,6 +337,11 @@ class OutputSpec:
         metavar="FORMATS",
         help="also write coco, yolo, voc and/or labelstudio, e.g. yolo,voc",
     )
+    document_root: str | None = option(
+        None,
+        help="--export labelstudio: Label Studio's LOCAL_FILES_DOCUMENT_ROOT, "
+        "which local image paths are given relative to",
+    )
     progress: bool = option(True, flag="--no-progress", negate=True, help="print no progress")
     progress_every: float = option(30.0, help="when the output is not a terminal, a progress line this often (s)")
     verbose: bool = option(False, help="show everything Ray logs, warnings included")
@@ -348,6 +360,12 @@ class OutputSpec:
         )
         unknown = [f for f in self.exports if f not in _formats()]
         check(not unknown, self, "exports", f"unknown format {', '.join(unknown)}; formats are {', '.join(_formats())}")
+        check(
+            self.document_root is None or "labelstudio" in self.exports,
+            self,
+            "document_root",
+            "is for --export labelstudio",
+        )
         at_least(self, 1, "rows_per_part")
         check(self.progress_every > 0, self, "progress_every", f"must be above 0, got {self.progress_every}")
         at_least(self, 0, "previews")

@@ -17,9 +17,11 @@ from jobs.cli import Parser, UsageError, check_checkpoint, fail
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The page's command line."""
     p = Parser(prog="python -m ui", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, help="Hugging Face PaliGemma folder; loadable from the page otherwise")
     p.add_argument("--vae", type=Path, help="big_vision's vae-oid.npz, to draw segmentation masks")
+    p.add_argument("--adapter", type=Path, help="a LoRA adapter folder (peft's format) merged into --checkpoint")
     p.add_argument("--dtype", default=None, help="float32 (default), bf16 or fp16")
     p.add_argument("--device", default=None, help="cpu (default) or cuda")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -29,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def port(text: str) -> int:
+    """argparse type: a TCP port."""
     try:
         value = int(text)
     except ValueError:
@@ -39,19 +42,23 @@ def port(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m ui`: check the arguments, load the model, serve until Ctrl+C."""
     args = parse_args(argv)
     try:
         if args.checkpoint is not None:
             check_checkpoint(args.checkpoint)
         if args.vae is not None and not args.vae.is_file():
             raise UsageError(f"--vae {args.vae}: no such file")
+        if args.adapter is not None and args.checkpoint is None:
+            raise UsageError("--adapter needs --checkpoint, the model it was trained from")
     except UsageError as e:
         return fail(str(e))
     from ui.logic import Workbench
 
     bench = Workbench()
     if args.checkpoint is not None:
-        said = bench.load(str(args.checkpoint), args.dtype, args.device, str(args.vae) if args.vae else None)
+        said = bench.load(str(args.checkpoint), args.dtype, args.device, str(args.vae) if args.vae else None,
+                          str(args.adapter) if args.adapter else None)  # fmt: skip
         if said.startswith("**Error:**"):
             print("error:" + said.removeprefix("**Error:**"), file=sys.stderr)
             return 2

@@ -60,10 +60,18 @@ def _model_panel(bench: Workbench) -> SimpleNamespace:
             vae = gr.Textbox(
                 label="Mask decoder (optional)", placeholder="vae-oid.npz", scale=2, max_lines=1, elem_id="ui-vae"
             )
+            adapter = gr.Textbox(
+                label="LoRA adapter (optional)",
+                placeholder="runs/round1/best",
+                scale=2,
+                max_lines=1,
+                elem_id="ui-adapter",
+            )
             dtype = gr.Dropdown(["float32", "bf16", "fp16"], value="float32", label="dtype", scale=1)
             device_box = gr.Dropdown(devices, value=device, label="device", scale=1)
         load = gr.Button("Load", elem_id="ui-load")
-    return SimpleNamespace(panel=panel, folder=folder, vae=vae, dtype=dtype, device=device_box, load=load)
+    return SimpleNamespace(panel=panel, folder=folder, vae=vae, adapter=adapter, dtype=dtype, device=device_box,
+                           load=load)  # fmt: skip
 
 
 def _task_fields() -> SimpleNamespace:
@@ -144,8 +152,8 @@ def build_app(bench: Workbench) -> gr.Blocks:
             note = f"Prompt `{out.prompt}`. {out.message}" if out.prompt else out.message
             return note, out.image, out.answer, _table(out.rows), out.text
 
-        def on_load(folder: str, dtype: str, device: str, vae: str):
-            said = bench.load(folder, dtype, device, vae)
+        def on_load(folder: str, dtype: str, device: str, vae: str, adapter: str):
+            said = bench.load(folder, dtype, device, vae, adapter)
             if said.startswith("**Error:**"):
                 return f"{said}\n\n{bench.status()}", gr.update(open=True)
             return said, gr.update(open=False)
@@ -155,7 +163,8 @@ def build_app(bench: Workbench) -> gr.Blocks:
         image.clear(lambda: "", None, outputs[0], queue=False)
         inputs = [image, f.task, f.lang, f.classes, f.question, f.prompt, *settings]
         generate.click(on_generate, inputs, outputs, preprocess=False, concurrency_limit=1)
-        model.load.click(on_load, [model.folder, model.dtype, model.device, model.vae], [status, model.panel],
+        model.load.click(on_load, [model.folder, model.dtype, model.device, model.vae, model.adapter],
+                         [status, model.panel],
                          concurrency_limit=1)  # fmt: skip
     return demo
 

@@ -185,6 +185,7 @@ class Workbench:
         self.folder = None if folder is None else str(folder)
         self.mask_decoder = mask_decoder
         self.vae_path: str | None = None
+        self.adapter: str | None = None
         self._lock = threading.Lock()
 
     def status(self) -> str:
@@ -195,24 +196,33 @@ class Workbench:
         params = sum(p.numel() for p in self.model.parameters())
         size = f"{params / 1e9:.2f} B" if params >= 1e8 else f"{params / 1e6:.1f} M"
         masks = f", masks from `{Path(self.vae_path).name}`" if self.vae_path else ""
+        masks += f", adapter `{Path(self.adapter).name}`" if self.adapter else ""
         return (
             f"Model: `{Path(self.folder).name}` ({size} parameters, {cfg.vision.image_size} px, "
             f"{str(self.model.dtype).removeprefix('torch.')} on {self.model.device.type}{masks})"
         )
 
-    def load(self, folder: str, dtype: str | None = None, device: str | None = None, vae: str | None = None) -> str:
-        """Load a checkpoint folder (and optionally a vae-oid.npz); returns a message, never raises."""
+    def load(self, folder: str, dtype: str | None = None, device: str | None = None, vae: str | None = None,
+             adapter: str | None = None) -> str:  # fmt: skip
+        """Load a checkpoint folder (optionally with a LoRA adapter merged in, and a vae-oid.npz); returns a
+        message, never raises."""
+        from model.adapters import AdapterError, load_with_adapter
+
         folder = (folder or "").strip()
         vae = (vae or "").strip() or None
+        adapter = (adapter or "").strip() or None
         if not folder:
             return "**Error:** give the path of a checkpoint folder (config.json, tokenizer.json, `*.safetensors`)."
         if dtype in ("", "float32"):
             dtype = None
         start = time.perf_counter()
         try:
-            model = PaliGemma.from_pretrained(Path(folder).expanduser(), dtype=dtype, device=device or None)
+            model = load_with_adapter(Path(folder).expanduser(), Path(adapter).expanduser() if adapter else None,
+                                      dtype=dtype, device=device or None)  # fmt: skip
         except CheckpointError as e:
             return f"**Error:** cannot load the checkpoint: {md(str(e))}"
+        except AdapterError as e:
+            return f"**Error:** cannot load the adapter: {md(str(e))}"
         except (OSError, ValueError, RuntimeError) as e:  # an unknown dtype or device, an unreadable file
             log.exception("loading %s failed", folder)
             return f"**Error:** cannot load the checkpoint {md(folder)}: {md(str(e))}"
@@ -226,6 +236,7 @@ class Workbench:
                 return f"**Error:** cannot load the mask decoder {md(vae)}: {md(str(e))}"
         with self._lock:
             self.model, self.folder, self.mask_decoder, self.vae_path = model, folder, decoder, vae
+            self.adapter = adapter
         return f"Loaded in {time.perf_counter() - start:.1f} s. {self.status()}"
 
     def run(self, image_path, task: str, lang="en", classes="", question="", prompt="", settings=Settings()) -> Outcome:
