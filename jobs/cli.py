@@ -59,6 +59,17 @@ def max_pixels(text: str) -> int:
     return positive_int(text)
 
 
+def unit_interval(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return value
+
+
 def add_max_pixels(p: argparse.ArgumentParser) -> None:
     """--max-pixels, with the label job's default (SourceSpec.max_pixels)."""
     p.add_argument(

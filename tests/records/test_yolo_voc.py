@@ -3,6 +3,7 @@ within one <loc> bin, polygons back to masks at IoU >= 0.9, and bad lines counte
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -67,7 +68,7 @@ def _check(records: list[dict], truth: dict, decoder=None, box_tolerance_px: flo
 def test_boxes_come_back_within_a_bin(scenes, tmp_path, fmt):
     job, truth = scenes
     out = tmp_path / fmt
-    (yolo if fmt == "yolo" else voc).write(job, locate(str(out)), _read)
+    (yolo if fmt == "yolo" else voc).write(dataclasses.replace(job, read_image=_read), locate(str(out)))
     source = ["--yolo", str(out / "data.yaml")] if fmt == "yolo" else ["--voc", str(out)]
     records_path = tmp_path / "records.jsonl"
     assert make_records([*source, "--task", "detect", "--output", str(records_path)]) == 0
@@ -87,7 +88,7 @@ def test_polygons_come_back_as_masks(scenes, tmp_path, fmt):
 
     job, truth = scenes
     out = tmp_path / fmt
-    (yolo if fmt == "yolo" else voc).write(job, locate(str(out)), _read)
+    (yolo if fmt == "yolo" else voc).write(dataclasses.replace(job, read_image=_read), locate(str(out)))
     source = ["--yolo", str(out / "data.yaml")] if fmt == "yolo" else ["--voc", str(out)]
     records_path = tmp_path / "records.jsonl"
     assert make_records([*source, "--task", "segment", "--vae", str(VAE), "--output", str(records_path)]) == 0
