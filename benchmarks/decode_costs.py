@@ -91,16 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         tokens = torch.full((b,), 2, device=device)
         lengths = torch.full((b,), prompt.shape[1], device=device)
         if device.type == "cpu":
-            model.column_major_weights()  # as from_pretrained leaves it on a CPU
+            model.runner.use_layout("column-major")
         out["step_ms"] = 1e3 * median_seconds(lambda: model.decode_step(tokens, lengths, cache), device, 20)
         if args.compile:
-            from model.compiled import compile_decode_step
-
-            compile_decode_step(model)
+            model.runner.compile = True
+            step = model.runner.step_fn()
             start = time.perf_counter()
-            model.step(tokens, lengths, cache)
+            step(tokens, lengths, cache)
             out["compile_s"] = time.perf_counter() - start
-            out["compiled_step_ms"] = 1e3 * median_seconds(lambda: model.step(tokens, lengths, cache), device, 20)
+            out["compiled_step_ms"] = 1e3 * median_seconds(lambda: step(tokens, lengths, cache), device, 20)
 
     for key, value in out.items():
         print(f"{key:40s} {value:.2f}" if isinstance(value, float) else f"{key:40s} {value}")
