@@ -14,15 +14,21 @@ A PaliGemma holds its runner (`model.runner`); nothing is patched onto the model
 
 from __future__ import annotations
 
+import logging
+import statistics
+import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import CacheWrite, KVCache
+from .tuning import Choice, StepOption, choose, medians_ms, thread_options, time_calls
 
 if TYPE_CHECKING:
     from .paligemma import PaliGemma
@@ -34,6 +40,11 @@ SLOT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LENGTH_BUCKET = 64
 # The vision tower runs on at most this many images at once.
 VISION_BATCH = 64
+# Weight layouts are timed on copies of this many bytes of weights at most (the first layers, and rows of the
+# output projection): more than a processor's caches, so the products read memory as a real step does.
+LAYOUT_PROBE_BYTES = 256 * 2**20
+
+logger = logging.getLogger(__name__)
 
 
 def round_up(n: int, step: int) -> int:
@@ -60,6 +71,60 @@ def decoder_linears(model: PaliGemma) -> list[nn.Linear]:
     if hasattr(model, "lm_head"):
         linears.append(model.lm_head)
     return linears
+
+
+def time_prefill_threads(model: PaliGemma, sync: Callable[[], None], rows: int = 256) -> dict[int, list[float]]:
+    """Seconds of a prefill-sized product (`rows` tokens through a slice of the first MLP, at most 2048 wide) at
+    each thread count worth trying. Prefills and the vision tower are large products that every thread usually
+    speeds up, unless other work holds the cores: then each parallel region waits for the busiest one."""
+    mlp = model.language_model.layers[0].mlp
+    width = min(mlp.gate_proj.weight.shape[0], 2048)
+    gate, down = mlp.gate_proj.weight[:width], mlp.down_proj.weight[:, :width]
+    x = torch.randn(rows, gate.shape[1], dtype=gate.dtype, device=gate.device)
+    y = torch.randn(rows, width, dtype=gate.dtype, device=gate.device)
+    out: dict[int, list[float]] = {}
+    for threads in thread_options(torch.get_num_threads()):
+        with using_threads(threads):
+            out[threads] = time_calls(lambda: (F.linear(x, gate), F.linear(y, down)), sync)
+    return out
+
+
+@contextmanager
+def using_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` inside the block, put back after."""
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads != before:
+            torch.set_num_threads(before)
+
+
+def time_layouts(model: PaliGemma, rows: int, sync: Callable[[], None]) -> dict[str, list[float]]:
+    """Seconds of one decode step's matrix products at `rows` rows in each layout, estimated on copies of the
+    first layers' weights and of the output projection's first rows (LAYOUT_PROBE_BYTES each), scaled up to the
+    whole decoder."""
+    layers = model.language_model.layers
+    layer_weights = [m.weight for m in layers[0].modules() if isinstance(m, nn.Linear)]
+    layer_bytes = sum(w.numel() * w.element_size() for w in layer_weights)
+    used = min(len(layers), max(1, LAYOUT_PROBE_BYTES // layer_bytes))
+    weights = [m.weight for layer in layers[:used] for m in layer.modules() if isinstance(m, nn.Linear)]
+    head = model.head_weight()
+    head_rows = min(head.shape[0], max(1, LAYOUT_PROBE_BYTES // (head.shape[1] * head.element_size())))
+    inputs = {n: torch.randn(rows, n, dtype=head.dtype, device=head.device) for n in {w.shape[1] for w in weights}}
+    inputs[head.shape[1]] = torch.randn(rows, head.shape[1], dtype=head.dtype, device=head.device)
+    out: dict[str, list[float]] = {}
+    for layout in LAYOUTS:
+        ws = [lay_out(w, layout) for w in weights]
+        h = lay_out(head[:head_rows], layout)
+        decoder = time_calls(lambda ws=ws: [F.linear(inputs[w.shape[1]], w) for w in ws], sync)
+        output = time_calls(lambda h=h: F.linear(inputs[h.shape[1]], h), sync)
+        scale_layers, scale_head = len(layers) / used, head.shape[0] / head_rows
+        out[layout] = [scale_layers * statistics.median(decoder) + scale_head * statistics.median(output)]
+        del ws, h
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,12 +182,20 @@ class Slots:
 class Runner:
     """The mechanism of generation on one model: its cache, its decode step, and the state of its slots.
 
-    compile: compile the decode step (model/compiled.py); slots and lengths then come in buckets.
+    compile: may compile the decode step (model/compiled.py); slots and lengths then come in buckets.
+    measure: at the first call of each (slots, length) bucket, time the candidates (weight layout once per
+    runner, then eager or compiled step and thread count) and keep the fastest (model/tuning.py); without it,
+    the step is compiled exactly when `compile` says, on torch's threads, with the weights as they are.
     """
 
-    def __init__(self, model: PaliGemma, compile: bool = False):
+    def __init__(self, model: PaliGemma, compile: bool = False, measure: bool = True):
         self._model = weakref.ref(model)  # the model holds its runner; a weak link back keeps them free of a cycle
-        self.compile = compile
+        self.compile, self.measure = compile, measure
+        self.choices: dict[tuple[int, int], Choice] = {}  # per (slots, length) bucket
+        self.choice: Choice | None = None  # the current call's
+        self.layout_ms: dict[str, float] | None = None  # the layouts' timings, once measured
+        self.prefill_threads: int | None = None  # threads of prefills and the vision tower, once measured
+        self.prefill_ms: dict[str, float] | None = None
         self.cache: KVCache | None = None
         self.compiled_step: Callable | None = None
         self.layout = "row-major"  # as loaded
@@ -175,13 +248,65 @@ class Runner:
 
     def start(self, slots: int, length: int, sampling: Sampling) -> None:
         """Get ready for a call: its cache, fresh slot state, its sampling options and random generator."""
-        if self.device.type == "cpu":
-            self.use_layout("column-major")
         self.allocate(slots, length)
         self.sampling = sampling
         self.slots = Slots(slots, sampling.max_new_tokens, self.device)
         seed = sampling.seed
         self.generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        self.choice = self.choice_for(slots, length)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def choice_for(self, slots: int, length: int) -> Choice:
+        """The choice for the bucket of these sizes, measured the first time the bucket is seen (and logged once).
+        Eager calls have exact sizes but share their bucket's choice: a stream of calls of slightly different
+        lengths is timed once, not at every call."""
+        key = (next((b for b in SLOT_BUCKETS if b >= slots), slots), round_up(length, LENGTH_BUCKET))
+        if key not in self.choices:
+            self.choices[key] = self.tune(slots, length)
+            logger.info("engine choice: %s", self.choices[key].describe())
+        return self.choices[key]
+
+    def tune(self, slots: int, length: int) -> Choice:
+        """Time the candidates and keep the fastest: once per runner on a CPU, the weight layout and the threads of
+        prefills; for each bucket, the step (eager per thread count, compiled when allowed)."""
+        threads = torch.get_num_threads()
+        if not self.measure:
+            return Choice(slots, length, self.layout, StepOption(self.compile, threads), prefill_threads=threads)
+        if self.device.type == "cpu" and self.layout_ms is None:
+            timings = time_layouts(self.model, slots, self.sync)
+            self.use_layout(choose(timings))
+            self.layout_ms = medians_ms(timings)
+            timings = time_prefill_threads(self.model, self.sync)
+            self.prefill_threads, self.prefill_ms = choose(timings), medians_ms(timings)
+        step, step_ms, compile_s = self.tune_step(slots)
+        return Choice(slots, length, self.layout, step, self.layout_ms or {}, step_ms, compile_s,
+                      self.prefill_threads or threads, self.prefill_ms or {})  # fmt: skip
+
+    def tune_step(self, slots: int) -> tuple[StepOption, dict[str, float], float | None]:
+        """The fastest decode step on this bucket's cache, the medians it was chosen from, and the seconds its
+        compilation took (None when not compiled). The timed steps write only cache positions that the next
+        prefills overwrite."""
+        threads = torch.get_num_threads()
+        cpu = self.device.type == "cpu"
+        options = [StepOption(False, t) for t in (thread_options(threads) if cpu else (threads,))]
+        options += [StepOption(True, threads)] if self.compile else []
+        tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
+        lengths = torch.zeros(slots, dtype=torch.long, device=self.device)
+        timings, compile_s = {}, None
+        for option in options:
+            step = self.step_fn(option.compiled)
+            with using_threads(option.threads):
+                if option.compiled:  # the first call compiles (and, on CUDA, later ones capture the graph)
+                    start = time.perf_counter()
+                    step(tokens, lengths, self.cache)
+                    self.sync()
+                    compile_s = round(time.perf_counter() - start, 2)
+                timings[option] = time_calls(lambda step=step: step(tokens, lengths, self.cache), self.sync,
+                                             warmup=3 if option.compiled else 1)  # fmt: skip
+        return choose(timings), medians_ms(timings), compile_s
 
     def use_layout(self, layout: str) -> None:
         """Lay the decoder's projection weights out in `layout`. The parameters stay the same objects (an
@@ -197,14 +322,14 @@ class Runner:
             self.head = lay_out(model.head_weight(), layout) if tied and layout != "row-major" else None
         self.layout = layout
 
-    def step_fn(self) -> Callable[[torch.Tensor, torch.Tensor, KVCache], torch.Tensor]:
-        """The decode step this runner uses: the model's own, or its compiled version."""
+    def step_fn(self, compiled: bool) -> Callable[[torch.Tensor, torch.Tensor, KVCache], torch.Tensor]:
+        """The decode step: the model's own, or its compiled version (compiled once, kept)."""
         model, head = self.model, self.head
 
         def step(tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
             return model.decode_step(tokens, lengths, cache, head)
 
-        if not self.compile:
+        if not compiled:
             return step
         if self.compiled_step is None:
             from .compiled import compile_step
@@ -221,7 +346,8 @@ class Runner:
             host = pixels[start : start + VISION_BATCH]
             if self.device.type == "cuda":  # page-locked memory lets the copy overlap the GPU's work
                 host = host.pin_memory()
-            out.extend(self.model.image_features(host.to(self.device, non_blocking=True)))
+            with using_threads(self.choice.prefill_threads):
+                out.extend(self.model.image_features(host.to(self.device, non_blocking=True)))
         return out
 
     def prefill(self, group: Iterable[Sequence], features: list[torch.Tensor]) -> None:
@@ -235,7 +361,8 @@ class Runner:
         prompt = torch.tensor([s.prompt_ids + [pad] * (longest - s.prompt_len) for s in group])
         padded = None if min(sizes) == longest else torch.tensor(sizes)
         write = CacheWrite(self.cache, slots=slots)
-        logits = self.model.prefill(prompt.to(dev), torch.stack(features), write, padded, self.head)
+        with using_threads(self.choice.prefill_threads):
+            logits = self.model.prefill(prompt.to(dev), torch.stack(features), write, padded, self.head)
         state = self.slots
         state.lengths[slots] = torch.tensor(sizes, device=dev)
         state.steps[slots] = 0
@@ -243,13 +370,15 @@ class Runner:
 
     def decode(self) -> None:
         """`check_every` decode steps over every slot (finished and free slots compute too, their tokens unused)."""
-        state, cache, step = self.slots, self.cache, self.step_fn()
-        for _ in range(self.check_every):
-            alive = state.active.clone()
-            logits = step(state.tokens, state.lengths, cache)
-            state.lengths += alive.long()
-            state.lengths.clamp_(max=cache.max_len - 1)
-            self.record(cache.rows, logits, alive)
+        state, cache, option = self.slots, self.cache, self.choice.step
+        step = self.step_fn(option.compiled)
+        with using_threads(option.threads):
+            for _ in range(self.check_every):
+                alive = state.active.clone()
+                logits = step(state.tokens, state.lengths, cache)
+                state.lengths += alive.long()
+                state.lengths.clamp_(max=cache.max_len - 1)
+                self.record(cache.rows, logits, alive)
 
     def record(self, slots: torch.Tensor, logits: torch.Tensor, alive: torch.Tensor) -> None:
         """Choose the next token of the given slots, store it for those still generating, and mark the rows it

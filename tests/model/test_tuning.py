@@ -1,0 +1,81 @@
+"""Measure, then choose: the choice is a deterministic function of the timings, and every choice the engine can
+make gives the same greedy tokens (it changes speed, never answers)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from model import PaliGemma
+from model.runner import LAYOUTS, Runner
+from model.tuning import MARGIN, Choice, StepOption, choose, thread_options
+
+EAGER2, EAGER1, COMPILED2 = StepOption(False, 2), StepOption(False, 1), StepOption(True, 2)
+
+
+@pytest.mark.parametrize(
+    ("timings", "kept"),
+    [
+        ({EAGER2: [10.0, 11.0, 9.0], EAGER1: [6.0, 7.0, 30.0], COMPILED2: [8.0, 8.0, 8.0]}, EAGER1),  # medians 10/7/8
+        ({EAGER2: [10.0], EAGER1: [9.8], COMPILED2: [9.9]}, EAGER2),  # 2% faster is within noise: the reference
+        ({EAGER2: [10.0], EAGER1: [12.0], COMPILED2: [9.0]}, COMPILED2),  # 10% faster
+        ({EAGER2: [5.0], EAGER1: [4.0], COMPILED2: [4.0]}, EAGER1),  # a tie goes to the earlier candidate
+        ({EAGER2: [5.0]}, EAGER2),  # one candidate
+        ({"row-major": [3.0, 3.1], "column-major": [2.0, 2.2]}, "column-major"),  # layouts, by name
+    ],
+)
+def test_the_choice_is_the_fastest_median_beyond_the_margin(timings, kept):
+    assert choose(timings) == kept
+    assert choose(dict(timings)) == kept  # the same timings, the same choice
+
+
+def test_the_margin_is_relative_to_the_reference():
+    assert choose({"a": [100.0], "b": [100.0 * (1 - MARGIN) - 0.01]}) == "b"
+    assert choose({"a": [100.0], "b": [100.0 * (1 - MARGIN) + 0.01]}) == "a"
+    assert choose({"a": [1.0], "b": [0.5]}, margin=0.6) == "a"
+    with pytest.raises(ValueError, match="nothing"):
+        choose({})
+
+
+@pytest.mark.parametrize(("threads", "options"), [(1, (1,)), (2, (2, 1)), (16, (16, 8, 1)), (3, (3, 1))])
+def test_thread_options_start_with_every_thread(threads, options):
+    assert thread_options(threads) == options
+
+
+@pytest.mark.parametrize("family", ["tiny", "tiny2"])
+def test_every_eager_choice_gives_the_same_tokens(checkpoint, photos, family, monkeypatch):
+    model = PaliGemma.from_pretrained(checkpoint(family)[0])
+    images = [photos[i % len(photos)] for i in range(5)]
+    prompts = ["caption en", "detect cat ; dog", "ocr", "answer en what is this", "segment cat"]
+    want = model.generate(images, prompts, max_new_tokens=10, batch_size=3, return_logprobs=True)
+    for layout in LAYOUTS:
+        for threads, prefill_threads in ((1, 2), (2, 1)):
+            runner = Runner(model, measure=False)
+            runner.use_layout(layout)
+            choice = Choice(0, 0, layout, StepOption(False, threads), prefill_threads=prefill_threads)
+            monkeypatch.setattr(runner, "tune", lambda slots, length, choice=choice: choice)
+            model.runner = runner
+            got = model.generate(images, prompts, max_new_tokens=10, batch_size=3, return_logprobs=True)
+            assert [g.token_ids for g in got] == [g.token_ids for g in want], (layout, threads)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(torch.tensor(g.logprobs), torch.tensor(w.logprobs), rtol=1e-4, atol=1e-4)
+            assert runner.choice is choice and runner.layout == layout
+
+
+def test_the_measured_choice_is_logged_once_per_bucket_and_kept(checkpoint, photos, caplog):
+    model = PaliGemma.from_pretrained(checkpoint("tiny")[0])
+    with caplog.at_level(logging.INFO, logger="model.runner"):
+        first = model.generate(photos[:2], "caption en", max_new_tokens=4)
+        second = model.generate(photos[:2], "caption en", max_new_tokens=4)
+    assert first == second
+    lines = [r.getMessage() for r in caplog.records if r.name == "model.runner"]
+    assert len(lines) == 1 and "engine choice" in lines[0]
+    (choice,) = model.runner.choices.values()
+    assert choice.layout in LAYOUTS and set(choice.layout_ms) == set(LAYOUTS)
+    options = thread_options(torch.get_num_threads())
+    assert set(choice.step_ms) == {str(StepOption(False, t)) for t in options}
+    assert set(choice.prefill_ms) == {str(t) for t in options} and choice.prefill_threads in options
+    assert not choice.step.compiled  # not asked to compile: never compiled
+    assert choice.as_dict()["layout"] == choice.layout == model.runner.layout
