@@ -5,7 +5,8 @@ a prefill and the vision tower, each timed alone (medians).
 
 A decode step multiplies a few rows by every weight of the text decoder, so its floor is the time to read those
 weights once. This prints how fast plain streaming reads memory here, how fast the step's matrix products read
-their weights in each layout the engine can choose (row-major [out, in] as stored, column-major), at every thread
+their weights in each layout the engine can choose (row-major [out, in] as stored, column-major, oneDNN's packed
+format; model/layouts.py), at every thread
 count the engine times, how long a whole step takes (eager, and compiled with --compile), what the engine itself
 chooses for this bucket, and how long a prefill and the tower take, so a reader can see which of them bounds the
 step and why the engine chose what it did.
@@ -22,7 +23,8 @@ import torch.nn.functional as F
 
 from benchmarks.common import device_name, median_seconds, random_model
 from model.attention import CacheWrite
-from model.runner import LAYOUTS, Runner, decoder_linears, lay_out, using_threads
+from model.layouts import candidate_layouts, decoder_linears, lay_out, packed_linear, using_threads
+from model.runner import Runner
 from model.tuning import thread_options
 
 
@@ -34,15 +36,16 @@ def streaming_gb_per_s(device: torch.device, mib: int = 512) -> float:
 
 def weight_read_gb_per_s(model, batch: int, layout: str) -> float:
     """Weight bytes read per second by one decode step's matrix products at `batch` rows, weights in `layout`."""
-    weights = [lay_out(m.weight.detach(), layout) for m in decoder_linears(model)]
-    weights.append(lay_out(model.head_weight().detach(), layout))
-    inputs = {w.shape[1]: torch.randn(batch, w.shape[1], device=w.device, dtype=w.dtype) for w in weights}
+    plain = [m.weight.detach() for m in decoder_linears(model)] + [model.head_weight().detach()]
+    weights = [(lay_out(w, layout, batch), w.shape[1]) for w in plain]
+    inputs = {n: torch.randn(batch, n, device=model.device, dtype=model.dtype) for _, n in weights}
+    multiply = packed_linear if layout == "packed" else F.linear
 
     def run() -> None:
-        for w in weights:
-            F.linear(inputs[w.shape[1]], w)
+        for w, n in weights:
+            multiply(inputs[n], w)
 
-    total = sum(w.numel() * w.element_size() for w in weights)
+    total = sum(w.numel() * w.element_size() for w in plain)
     return total / median_seconds(run, model.device, 7) / 1e9
 
 
@@ -51,7 +54,7 @@ def product_costs(model, batch: int, out: dict) -> None:
     best, every = 0.0, torch.get_num_threads()
     for threads in thread_options(every):
         with using_threads(threads):
-            for layout in LAYOUTS:
+            for layout in candidate_layouts(model):
                 rate = weight_read_gb_per_s(model, batch, layout)
                 suffix = "" if threads == every else f"_{threads}_thread"
                 out[f"decode_matmuls_{layout.replace('-', '_')}{suffix}_gb_per_s"] = rate

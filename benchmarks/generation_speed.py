@@ -195,6 +195,7 @@ def parse_args(argv: list[str] | None):
         action="store_true",
         help="no timing at warm-up: row-major weights, torch's threads, compiled exactly when --compile",
     )
+    p.add_argument("--threads", type=int, help="torch threads for both sides (default: torch's own count)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--json", type=Path, help="write the rows here as JSON (with the engine's choices)")
@@ -249,6 +250,8 @@ def print_rows(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> list[Row]:
     """Run the benchmark, print its table, and write the rows as JSON when asked."""
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     rows = run(args)

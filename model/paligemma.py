@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import CacheWrite, KVCache, make_attention_mask, step_mask
 from .config import PaliGemmaConfig
-from .gemma import GemmaDecoder
+from .gemma import PLAIN, GemmaDecoder, Projections
 from .loading import check_checkpoint, load_pretrained
 from .rope import rope_tables
 from .runner import Runner
@@ -115,10 +114,9 @@ class PaliGemma(nn.Module):
         """The output projection [V, C]: lm_head, or the token embedding when they are tied."""
         return self.lm_head.weight if hasattr(self, "lm_head") else self.language_model.embed_tokens.weight
 
-    def lm_logits(self, h: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [..., V] of hidden states [..., C]; `head` is the output projection in another memory layout
-        (the runner's copy of a tied embedding, whose own rows must stay row-major for the lookup)."""
-        logits = F.linear(h, self.head_weight() if head is None else head)
+    def lm_logits(self, h: torch.Tensor, project: Projections = PLAIN) -> torch.Tensor:
+        """Logits [..., V] of hidden states [..., C] (`project`: see gemma.Projections)."""
+        logits = project.head(h, self.head_weight())
         cap = self.config.text.final_logit_softcap
         return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -198,7 +196,7 @@ class PaliGemma(nn.Module):
         features: torch.Tensor,
         write: CacheWrite,
         lengths: torch.Tensor | None = None,
-        head: torch.Tensor | None = None,
+        project: Projections = PLAIN,
     ) -> torch.Tensor:
         """Prompts long[g, T] (n_image <image> ids, then the text; right-padded when `lengths` [g] says some are
         shorter) with their images' features [g, n_image, C]: run them bidirectionally, store their keys and values
@@ -221,23 +219,23 @@ class PaliGemma(nn.Module):
             lengths = lengths.to(self.device)
             keys = (torch.arange(T, device=self.device)[None] < lengths[:, None])[:, None, None, :]
             masks, last = {"full": keys, "sliding": keys}, lengths - 1
-        h = self.language_model(x, self._rope(positions), masks, write, last=last)
-        return self.lm_logits(h[:, -1], head)
+        h = self.language_model(x, self._rope(positions), masks, write, last, project)
+        return self.lm_logits(h[:, -1], project)
 
     def decode_step(
-        self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache, head: torch.Tensor | None = None
+        self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache, project: Projections = PLAIN
     ) -> torch.Tensor:
         """One token per cache slot: tokens long[B] written at positions lengths[B] (each slot's own), attending to
         positions 0..lengths[b]; returns logits [B, V]. No host synchronization and no shape that depends on the
-        data, so it compiles with fullgraph=True and replays as a CUDA graph. `head`: as in `lm_logits`."""
+        data, so it compiles with fullgraph=True and replays as a CUDA graph. `project`: see gemma.Projections."""
         t = self.config.text
         x = self.language_model.embed(tokens[:, None])
         rope = self._rope((lengths + 1)[:, None])
         masks = {"full": step_mask(lengths, cache.max_len)}
         if "sliding" in t.layer_types:
             masks["sliding"] = step_mask(lengths, cache.max_len, t.sliding_window)
-        h = self.language_model(x, rope, masks, CacheWrite(cache, positions=lengths))
-        return self.lm_logits(h[:, -1], head)
+        h = self.language_model(x, rope, masks, CacheWrite(cache, positions=lengths), project=project)
+        return self.lm_logits(h[:, -1], project)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
         """A zeroed KV cache of `batch` slots and `max_len` positions, in the model's dtype and device."""

@@ -15,19 +15,17 @@ A PaliGemma holds its runner (`model.runner`); nothing is patched onto the model
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .attention import CacheWrite, KVCache
+from .gemma import PLAIN, Projections
+from .layouts import apply_layout, candidate_layouts, decoder_linears, time_layouts, time_prefill_threads, using_threads
 from .tuning import Choice, StepOption, choose, medians_ms, thread_options, time_calls
 
 if TYPE_CHECKING:
@@ -40,91 +38,12 @@ SLOT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 LENGTH_BUCKET = 64
 # The vision tower runs on at most this many images at once.
 VISION_BATCH = 64
-# Weight layouts are timed on copies of this many bytes of weights at most (the first layers, and rows of the
-# output projection): more than a processor's caches, so the products read memory as a real step does.
-LAYOUT_PROBE_BYTES = 256 * 2**20
 
 logger = logging.getLogger(__name__)
 
 
 def round_up(n: int, step: int) -> int:
     return -(-n // step) * step
-
-
-# Memory layouts of the decoder's projection weights. "row-major" is [out, in] as stored (and as transformers
-# multiplies); "column-major" is the same tensor transposed in memory (strides (1, out)). Values never change.
-LAYOUTS = ("row-major", "column-major")
-
-
-def lay_out(weight: torch.Tensor, layout: str) -> torch.Tensor:
-    """`weight` [out, in] with the same values in `layout`."""
-    if layout == "row-major":
-        return weight.contiguous()
-    if layout == "column-major":
-        return weight.t().contiguous().t()
-    raise ValueError(f"unknown weight layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-
-
-def decoder_linears(model: PaliGemma) -> list[nn.Linear]:
-    """The matrix products of a decode step: every projection of the text decoder, and an untied lm_head."""
-    linears = [m for m in model.language_model.modules() if isinstance(m, nn.Linear)]
-    if hasattr(model, "lm_head"):
-        linears.append(model.lm_head)
-    return linears
-
-
-def time_prefill_threads(model: PaliGemma, sync: Callable[[], None], rows: int = 256) -> dict[int, list[float]]:
-    """Seconds of a prefill-sized product (`rows` tokens through a slice of the first MLP, at most 2048 wide) at
-    each thread count worth trying. Prefills and the vision tower are large products that every thread usually
-    speeds up, unless other work holds the cores: then each parallel region waits for the busiest one."""
-    mlp = model.language_model.layers[0].mlp
-    width = min(mlp.gate_proj.weight.shape[0], 2048)
-    gate, down = mlp.gate_proj.weight[:width], mlp.down_proj.weight[:, :width]
-    x = torch.randn(rows, gate.shape[1], dtype=gate.dtype, device=gate.device)
-    y = torch.randn(rows, width, dtype=gate.dtype, device=gate.device)
-    out: dict[int, list[float]] = {}
-    for threads in thread_options(torch.get_num_threads()):
-        with using_threads(threads):
-            out[threads] = time_calls(lambda: (F.linear(x, gate), F.linear(y, down)), sync)
-    return out
-
-
-@contextmanager
-def using_threads(threads: int) -> Iterator[None]:
-    """torch's intra-op thread count set to `threads` inside the block, put back after."""
-    before = torch.get_num_threads()
-    if threads != before:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        if threads != before:
-            torch.set_num_threads(before)
-
-
-def time_layouts(model: PaliGemma, rows: int, sync: Callable[[], None]) -> dict[str, list[float]]:
-    """Seconds of one decode step's matrix products at `rows` rows in each layout, estimated on copies of the
-    first layers' weights and of the output projection's first rows (LAYOUT_PROBE_BYTES each), scaled up to the
-    whole decoder."""
-    layers = model.language_model.layers
-    layer_weights = [m.weight for m in layers[0].modules() if isinstance(m, nn.Linear)]
-    layer_bytes = sum(w.numel() * w.element_size() for w in layer_weights)
-    used = min(len(layers), max(1, LAYOUT_PROBE_BYTES // layer_bytes))
-    weights = [m.weight for layer in layers[:used] for m in layer.modules() if isinstance(m, nn.Linear)]
-    head = model.head_weight()
-    head_rows = min(head.shape[0], max(1, LAYOUT_PROBE_BYTES // (head.shape[1] * head.element_size())))
-    inputs = {n: torch.randn(rows, n, dtype=head.dtype, device=head.device) for n in {w.shape[1] for w in weights}}
-    inputs[head.shape[1]] = torch.randn(rows, head.shape[1], dtype=head.dtype, device=head.device)
-    out: dict[str, list[float]] = {}
-    for layout in LAYOUTS:
-        ws = [lay_out(w, layout) for w in weights]
-        h = lay_out(head[:head_rows], layout)
-        decoder = time_calls(lambda ws=ws: [F.linear(inputs[w.shape[1]], w) for w in ws], sync)
-        output = time_calls(lambda h=h: F.linear(inputs[h.shape[1]], h), sync)
-        scale_layers, scale_head = len(layers) / used, head.shape[0] / head_rows
-        out[layout] = [scale_layers * statistics.median(decoder) + scale_head * statistics.median(output)]
-        del ws, h
-    return out
 
 
 @dataclass(frozen=True)
@@ -198,8 +117,9 @@ class Runner:
         self.prefill_ms: dict[str, float] | None = None
         self.cache: KVCache | None = None
         self.compiled_step: Callable | None = None
-        self.layout = "row-major"  # as loaded
-        self.head: torch.Tensor | None = None  # a tied output embedding in `layout`, when that is not row-major
+        self.layout, self.layout_rows = "row-major", 8  # as loaded
+        self.project: Projections = PLAIN  # how the eager step and prefills compute the decoder's linear maps
+        self.weights_seen: list[tuple[int, int]] = []  # each weight's (address, version) when last laid out
         self.sampling = Sampling(max_new_tokens=1)
         self.slots: Slots | None = None
         self.generator: torch.Generator | None = None
@@ -248,6 +168,7 @@ class Runner:
 
     def start(self, slots: int, length: int, sampling: Sampling) -> None:
         """Get ready for a call: its cache, fresh slot state, its sampling options and random generator."""
+        self.follow_weights()
         self.allocate(slots, length)
         self.sampling = sampling
         self.slots = Slots(slots, sampling.max_new_tokens, self.device)
@@ -276,9 +197,9 @@ class Runner:
         if not self.measure:
             return Choice(slots, length, self.layout, StepOption(self.compile, threads), prefill_threads=threads)
         if self.device.type == "cpu" and self.layout_ms is None:
-            timings = time_layouts(self.model, slots, self.sync)
-            self.use_layout(choose(timings))
-            self.layout_ms = medians_ms(timings)
+            timings = time_layouts(self.model, slots, self.sync, candidate_layouts(self.model))
+            self.use_layout(choose(timings)[0], slots)  # the thread count is chosen again on whole steps
+            self.layout_ms = medians_ms({f"{layout}, {threads} threads": t for (layout, threads), t in timings.items()})
             timings = time_prefill_threads(self.model, self.sync)
             self.prefill_threads, self.prefill_ms = choose(timings), medians_ms(timings)
         step, step_ms, compile_s = self.tune_step(slots)
@@ -308,33 +229,42 @@ class Runner:
                                              warmup=3 if option.compiled else 1)  # fmt: skip
         return choose(timings), medians_ms(timings), compile_s
 
-    def use_layout(self, layout: str) -> None:
-        """Lay the decoder's projection weights out in `layout`. The parameters stay the same objects (an
-        optimizer holding them still trains them); a tied output embedding keeps its rows for the token lookup
-        and the runner keeps a copy in `layout` for the output projection."""
-        if layout == self.layout:
-            return
+    def use_layout(self, layout: str, rows: int = 8) -> None:
+        """Lay the decoder's weights out in `layout` (model/layouts.py), tuned for products of about `rows` rows."""
+        self.project = apply_layout(self.model, layout, rows)
+        self.layout, self.layout_rows = layout, rows
+        self.weights_seen = self.weight_versions()
+
+    def weight_versions(self) -> list[tuple[int, int]]:
+        """Each weight's address and version counter: they change when the weights are trained or replaced."""
         model = self.model
-        with torch.inference_mode(False), torch.no_grad():  # the weights must stay usable for training
-            for linear in decoder_linears(model):
-                linear.weight.data = lay_out(linear.weight.data, layout)
-            tied = not hasattr(model, "lm_head")
-            self.head = lay_out(model.head_weight(), layout) if tied and layout != "row-major" else None
-        self.layout = layout
+        weights = [m.weight for m in decoder_linears(model)] + [model.head_weight()]
+        return [(w.data_ptr(), w._version) for w in weights]
+
+    def follow_weights(self) -> None:
+        """If the weights changed since they were laid out (training between two calls), copies made from them
+        (packed weights, a column-major head, a compiled step's frozen constants) are stale: make them again."""
+        if self.weights_seen and self.weight_versions() != self.weights_seen:
+            self.compiled_step = None
+            self.use_layout(self.layout, self.layout_rows)
 
     def step_fn(self, compiled: bool) -> Callable[[torch.Tensor, torch.Tensor, KVCache], torch.Tensor]:
         """The decode step: the model's own, or its compiled version (compiled once, kept)."""
-        model, head = self.model, self.head
+        model, project = self.model, self.project
 
         def step(tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
-            return model.decode_step(tokens, lengths, cache, head)
+            return model.decode_step(tokens, lengths, cache, project)
 
         if not compiled:
             return step
+
+        def plain_step(tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
+            return model.decode_step(tokens, lengths, cache)  # freezing packs the weights its own way
+
         if self.compiled_step is None:
             from .compiled import compile_step
 
-            self.compiled_step = compile_step(step, self.device)
+            self.compiled_step = compile_step(plain_step, self.device)
         return self.compiled_step
 
     # ---- running -----------------------------------------------------------------------------------------------
@@ -362,7 +292,7 @@ class Runner:
         padded = None if min(sizes) == longest else torch.tensor(sizes)
         write = CacheWrite(self.cache, slots=slots)
         with using_threads(self.choice.prefill_threads):
-            logits = self.model.prefill(prompt.to(dev), torch.stack(features), write, padded, self.head)
+            logits = self.model.prefill(prompt.to(dev), torch.stack(features), write, padded, self.project)
         state = self.slots
         state.lengths[slots] = torch.tensor(sizes, device=dev)
         state.steps[slots] = 0

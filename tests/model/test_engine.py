@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from model import PaliGemma
-from model.runner import LAYOUTS, Runner
+from model.layouts import candidate_layouts
+from model.runner import Runner
 
 PROMPTS = ["caption en", "detect cat ; dog", "answer en what color is the car on the left", "ocr", "segment cat"]
 FAMILIES = {"pg1": "tiny", "pg2": "tiny2"}  # tiny2: Gemma 2 with a sliding window (8) shorter than every prompt
@@ -80,7 +81,7 @@ def test_the_compiled_step_gives_the_eager_tokens(checkpoint, photos, family):
     compiled.runner = Runner(compiled, compile=True, measure=False)  # compiled whatever its speed
     images, prompts = pairs(photos, 6)
     want = eager.generate(images, prompts, max_new_tokens=8, batch_size=4)
-    for layout in LAYOUTS:  # fullgraph=True: a graph break would raise
+    for layout in candidate_layouts(compiled):  # fullgraph=True: a graph break would raise
         compiled.runner.use_layout(layout)
         assert compiled.generate(images, prompts, max_new_tokens=8, batch_size=4) == want, layout
     assert compiled.runner.compiled_step is not None and compiled.runner.choice.step.compiled

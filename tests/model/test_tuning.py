@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from model import PaliGemma
-from model.runner import LAYOUTS, Runner
+from model.layouts import LAYOUTS, candidate_layouts
+from model.runner import Runner
 from model.tuning import MARGIN, Choice, StepOption, choose, thread_options
 
 EAGER2, EAGER1, COMPILED2 = StepOption(False, 2), StepOption(False, 1), StepOption(True, 2)
@@ -50,7 +51,7 @@ def test_every_eager_choice_gives_the_same_tokens(checkpoint, photos, family, mo
     images = [photos[i % len(photos)] for i in range(5)]
     prompts = ["caption en", "detect cat ; dog", "ocr", "answer en what is this", "segment cat"]
     want = model.generate(images, prompts, max_new_tokens=10, batch_size=3, return_logprobs=True)
-    for layout in LAYOUTS:
+    for layout in candidate_layouts(model):
         for threads, prefill_threads in ((1, 2), (2, 1)):
             runner = Runner(model, measure=False)
             runner.use_layout(layout)
@@ -73,9 +74,55 @@ def test_the_measured_choice_is_logged_once_per_bucket_and_kept(checkpoint, phot
     lines = [r.getMessage() for r in caplog.records if r.name == "model.runner"]
     assert len(lines) == 1 and "engine choice" in lines[0]
     (choice,) = model.runner.choices.values()
-    assert choice.layout in LAYOUTS and set(choice.layout_ms) == set(LAYOUTS)
     options = thread_options(torch.get_num_threads())
+    layouts = candidate_layouts(model)  # packed where oneDNN can pack and there is memory for the copies
+    assert choice.layout in layouts and set(choice.layout_ms) == {f"{x}, {t} threads" for x in layouts for t in options}
     assert set(choice.step_ms) == {str(StepOption(False, t)) for t in options}
     assert set(choice.prefill_ms) == {str(t) for t in options} and choice.prefill_threads in options
     assert not choice.step.compiled  # not asked to compile: never compiled
     assert choice.as_dict()["layout"] == choice.layout == model.runner.layout
+
+
+@pytest.mark.parametrize("layout", ["column-major", "packed"])
+def test_weights_changed_after_a_call_are_followed(checkpoint, photos, layout):
+    """Copies made for a layout (packed weights, a column-major tied head) are made again when training changes
+    the weights between two calls, so a call never answers with stale weights."""
+    folder = checkpoint("tiny")[0]
+    model, fresh = PaliGemma.from_pretrained(folder), PaliGemma.from_pretrained(folder)
+    if layout not in candidate_layouts(model):
+        pytest.skip(f"{layout} weights are not offered on this machine")  # packing needs oneDNN
+    model.runner = Runner(model, measure=False)
+    model.runner.use_layout(layout)
+    before = model.generate(photos[:2], "caption en", max_new_tokens=8)
+    for m in (model, fresh):  # what an optimizer step does: the same parameters, changed in place
+        with torch.no_grad():
+            m.language_model.embed_tokens.weight.copy_(m.language_model.embed_tokens.weight.roll(5, dims=1))
+            m.language_model.layers[0].mlp.up_proj.weight.mul_(-2.0)
+    after = model.generate(photos[:2], "caption en", max_new_tokens=8)
+    assert after == fresh.generate(photos[:2], "caption en", max_new_tokens=8) != before
+
+
+def test_layouts_keep_the_parameters_and_their_values(checkpoint):
+    model = PaliGemma.from_pretrained(checkpoint("tiny2")[0])
+    params = dict(model.named_parameters())
+    values = {k: v.detach().clone() for k, v in params.items()}
+    for layout in candidate_layouts(model):
+        model.runner.use_layout(layout)
+        assert dict(model.named_parameters()) == params  # the same objects: an optimizer holding them still trains
+        assert all(torch.equal(p, values[k]) for k, p in params.items()), layout
+    model.runner.use_layout("column-major")
+    assert model.language_model.layers[0].self_attn.q_proj.weight.t().is_contiguous()
+
+
+def test_packed_copies_are_offered_only_when_they_fit(checkpoint, monkeypatch):
+    from model import layouts
+
+    model = PaliGemma.from_pretrained(checkpoint("tiny")[0])
+    weights = sum(m.weight.numel() * 4 for m in layouts.decoder_linears(model)) + model.head_weight().numel() * 4
+    monkeypatch.setattr(layouts, "available_bytes", lambda: int(weights / layouts.PACKED_SHARE) - 1)
+    assert "packed" not in candidate_layouts(model)
+    monkeypatch.setattr(layouts, "available_bytes", lambda: None)  # unknown free memory: no copies
+    assert "packed" not in candidate_layouts(model)
+    monkeypatch.setattr(layouts, "available_bytes", lambda: int(weights / layouts.PACKED_SHARE) + 1)
+    assert ("packed" in candidate_layouts(model)) == layouts.packing_works(torch.float32)
+    assert candidate_layouts(model)[:2] == LAYOUTS[:2]  # row-major, the reference, first
