@@ -157,10 +157,12 @@ def build_pair(config: PaliGemmaConfig, dtype: torch.dtype, device: torch.device
 
 
 def peak_mib(device: torch.device) -> float | None:
+    """Peak memory allocated on a GPU since the last reset, in MiB; None on a CPU (no allocator statistics)."""
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def reset_peak(device: torch.device) -> None:
+    """Start a new peak-memory measurement (GPU only)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -278,6 +280,7 @@ class FixedSegmentAnswers:
         self.generation = Generation("".join(pieces), list(range(len(pieces))), pieces, [-0.1] * len(pieces), True)
 
     def generate(self, images, prompts, **options) -> list[Generation]:
+        """The fixed answer for every image, streamed through on_result as our generate does."""
         out = [self.generation for _ in images]
         on_result = options.get("on_result")
         for i, gen in enumerate(out if on_result is not None else []):

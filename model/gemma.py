@@ -44,6 +44,8 @@ def at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class SelfAttention(nn.Module):
+    """Grouped-query attention with rotary positions; writes its keys and values to the cache when given one."""
+
     def __init__(self, cfg: TextConfig, layer: int):
         super().__init__()
         self.cfg, self.layer = cfg, layer
@@ -89,6 +91,8 @@ class SelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
+    """down(gelu_tanh(gate(x)) * up(x))."""
+
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
@@ -105,6 +109,8 @@ class MLP(nn.Module):
 
 
 class DecoderBlock(nn.Module):
+    """One Gemma (or Gemma 2) layer: pre-norm attention and MLP, each added to the residual stream."""
+
     def __init__(self, cfg: TextConfig, layer: int):
         super().__init__()
         self.gemma2 = cfg.family == "gemma2"
@@ -131,6 +137,8 @@ class DecoderBlock(nn.Module):
 
 
 class GemmaDecoder(nn.Module):
+    """Token embedding, the layers and the final norm (the output projection is the model's: tied or lm_head)."""
+
     def __init__(self, cfg: TextConfig):
         super().__init__()
         self.cfg = cfg
@@ -139,6 +147,7 @@ class GemmaDecoder(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings [B, T, C] of ids [B, T], scaled by sqrt(hidden)."""
         # Gemma scales token embeddings by sqrt(hidden), with the constant rounded to the weights' dtype first
         # (45.25 rather than 45.2548 in bfloat16), as the released checkpoints expect.
         scale = torch.tensor(self.cfg.hidden_size**0.5, dtype=self.embed_tokens.weight.dtype)

@@ -122,6 +122,7 @@ class LaidOut(Projections):
         return packed_linear(x, weight, module.bias) if self.packed else F.linear(x, weight, module.bias)
 
     def head(self, h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The output projection from the copy when there is one, from the model's own `weight` otherwise."""
         if self.head_weight is None:
             return F.linear(h, weight)
         return packed_linear(h, self.head_weight) if self.packed else F.linear(h, self.head_weight)
@@ -151,6 +152,7 @@ def apply_layout(model: PaliGemma, layout: str, rows: int) -> Projections:
 
 
 def model_head(model: PaliGemma) -> nn.Module | None:
+    """The untied lm_head, None when the output projection is the token embedding."""
     return getattr(model, "lm_head", None)
 
 

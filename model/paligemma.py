@@ -34,10 +34,17 @@ class Projector(nn.Module):
         self.linear = nn.Linear(vision_width, text_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch features [..., vision width] -> [..., text width]."""
         return self.linear(x)
 
 
 class PaliGemma(nn.Module):
+    """The whole network, with its tokenizer and image processor when loaded, and the runner that generates with it.
+
+    Load with `from_pretrained`; `forward` gives logits for training and checks, `generate` answers (image, prompt)
+    pairs with continuous batching (model/generation.py).
+    """
+
     def __init__(
         self,
         config: PaliGemmaConfig,
@@ -82,10 +89,12 @@ class PaliGemma(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are."""
         return self.language_model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The weights' dtype."""
         return self.language_model.embed_tokens.weight.dtype
 
     # ---- pieces shared by forward, prefill and decode ----------------------------------------------------------

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 
 def round_up(n: int, step: int) -> int:
+    """n rounded up to a multiple of step."""
     return -(-n // step) * step
 
 
@@ -126,6 +127,7 @@ class Runner:
 
     @property
     def model(self) -> PaliGemma:
+        """The model this runner runs (held weakly: the model holds its runner)."""
         model = self._model()
         if model is None:
             raise RuntimeError("the model of this runner is gone")
@@ -133,6 +135,7 @@ class Runner:
 
     @property
     def device(self) -> torch.device:
+        """The model's device."""
         return self.model.device
 
     @property
@@ -177,6 +180,7 @@ class Runner:
         self.choice = self.choice_for(slots, length)
 
     def sync(self) -> None:
+        """Wait for the device (a GPU's queue) before reading a clock."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

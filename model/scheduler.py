@@ -88,6 +88,7 @@ class Scheduler:
 
     @property
     def done(self) -> bool:
+        """Nothing waits and nothing runs."""
         return not self.waiting and not self.running
 
     def should_admit(self) -> bool:

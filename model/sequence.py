@@ -42,4 +42,5 @@ class Sequence:
 
     @property
     def prompt_len(self) -> int:
+        """Tokens of the prompt, image placeholders included."""
         return len(self.prompt_ids)
