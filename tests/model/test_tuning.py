@@ -11,7 +11,7 @@ import torch
 from model import PaliGemma
 from model.layouts import LAYOUTS, candidate_layouts
 from model.runner import Runner
-from model.tuning import MARGIN, Choice, StepOption, choose, thread_options
+from model.tuning import MARGIN, Choice, StepOption, choose, thread_options, time_calls
 
 EAGER2, EAGER1, COMPILED2 = StepOption(False, 2), StepOption(False, 1), StepOption(True, 2)
 
@@ -38,6 +38,25 @@ def test_the_margin_is_relative_to_the_reference():
     assert choose({"a": [1.0], "b": [0.5]}, margin=0.6) == "a"
     with pytest.raises(ValueError, match="nothing"):
         choose({})
+
+
+@pytest.mark.parametrize(
+    ("seconds", "calls"),
+    [
+        (0.001, 9),  # short calls: as many as fit the budget, at most MAX_CALLS
+        (0.02, 3),  # three fill the 50 ms budget
+        (0.2, 3),  # long calls: still three while under half a second
+        (0.4, 2),  # two pass half a second
+        (2.0, 1),  # a whole step of a large model on a CPU: one timed call
+    ],
+)
+def test_time_calls_spends_a_bounded_budget(seconds, calls):
+    clock = [0.0]
+
+    def fn():
+        clock[0] += seconds
+
+    assert time_calls(fn, lambda: None, warmup=1, clock=lambda: clock[0]) == pytest.approx([seconds] * calls)
 
 
 @pytest.mark.parametrize(("threads", "options"), [(1, (1,)), (2, (2, 1)), (16, (16, 8, 1)), (3, (3, 1))])
