@@ -81,6 +81,19 @@ class PaliGemma(nn.Module):
         model.runner = Runner(model, compile=compile)
         return model
 
+    def __getstate__(self) -> dict:
+        """Pickling and deep copies leave the runner out (its cache and timings belong to this object): the copy
+        gets a fresh runner with the same options."""
+        state = self.__dict__.copy()
+        runner = state.pop("runner", None)
+        state["_runner_options"] = (runner.compile, runner.measure) if runner is not None else (False, True)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        compile, measure = state.pop("_runner_options", (False, True))
+        super().__setstate__(state)
+        self.runner = Runner(self, compile=compile, measure=measure)
+
     @classmethod
     def check_pretrained(cls, path: str | Path) -> PaliGemmaConfig:
         """Check a checkpoint folder as from_pretrained would (config, tokenizer, every weights file's header)

@@ -96,3 +96,14 @@ def test_a_model_loaded_with_compile_times_the_compiled_step_and_keeps_the_faste
     (choice,) = model.runner.choices.values()
     assert any(name.startswith("compiled") for name in choice.step_ms)  # timed beside the eager step
     assert choice.compile_s is not None and choice.compile_s > 0
+
+
+def test_a_copied_model_gets_its_own_runner(checkpoint, photos):
+    import copy
+    import pickle
+
+    model = PaliGemma.from_pretrained(checkpoint("tiny")[0])
+    want = model.generate(photos[:2], "caption en", max_new_tokens=5)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.runner is not model.runner and other.runner.model is other
+        assert other.generate(photos[:2], "caption en", max_new_tokens=5) == want
