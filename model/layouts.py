@@ -17,7 +17,6 @@ Values never change, only how they are read: every layout gives the same tokens 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,14 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gemma import PLAIN, Projections
-from .tuning import thread_options, time_calls
+from .tuning import thread_options, time_candidates
 
 if TYPE_CHECKING:
     from .paligemma import PaliGemma
 
 LAYOUTS = ("row-major", "column-major", "packed")
-# Layouts are timed on copies of this many bytes of weights at most (the first layers, and rows of the output
-# projection): more than most processors' private caches, few enough to time in milliseconds.
+# Layouts are timed on copies of about this many bytes of weights (the first layers, and as large a share of the
+# output projection's rows): more than most processors' private caches, few enough to time in milliseconds.
 PROBE_BYTES = 64 * 2**20
 # Packed copies are offered when the decoder's weights take at most this share of the memory still available.
 PACKED_SHARE = 0.25
@@ -177,29 +176,38 @@ def time_layouts(
     model: PaliGemma, rows: int, sync: Callable[[], None], layouts: tuple[str, ...]
 ) -> dict[tuple[str, int], list[float]]:
     """Seconds of one decode step's matrix products at `rows` rows for each layout and thread count, estimated
-    on copies of the first layers' weights and of the output projection's first rows (PROBE_BYTES each) and
-    scaled up to the whole decoder. The reference comes first: row-major on every thread."""
+    on copies of the same share of the decoder's layers and of the output projection's rows (about PROBE_BYTES)
+    and scaled up to the whole. The reference comes first: row-major on every thread."""
     layers = model.language_model.layers
-    layer_bytes = sum(m.weight.numel() * m.weight.element_size() for m in _linears(layers[0]))
-    used = min(len(layers), max(1, PROBE_BYTES // layer_bytes))
-    weights = [m.weight for layer in layers[:used] for m in _linears(layer)]
     head = model.head_weight()
-    head_rows = min(head.shape[0], max(1, PROBE_BYTES // (head.shape[1] * head.element_size())))
+    total = (
+        sum(m.weight.numel() * m.weight.element_size() for m in _linears(layers)) + head.numel() * head.element_size()
+    )
+    used = max(1, min(len(layers), round(len(layers) * PROBE_BYTES / total)))
+    share = used / len(layers)
+    weights = [m.weight for layer in layers[:used] for m in _linears(layer)]
+    weights.append(head[: max(1, round(share * head.shape[0]))])
     inputs = {n: torch.randn(rows, n, dtype=head.dtype, device=head.device) for n in {w.shape[1] for w in weights}}
-    inputs[head.shape[1]] = torch.randn(rows, head.shape[1], dtype=head.dtype, device=head.device)
-    scale_layers, scale_head = len(layers) / used, head.shape[0] / head_rows
-    out: dict[tuple[str, int], list[float]] = {}
+    candidates = {}
     for layout in layouts:
         multiply = packed_linear if layout == "packed" else F.linear
-        ws = [(lay_out(w, layout, rows), w.shape[1]) for w in weights]
-        h = lay_out(head[:head_rows], layout, rows)
+        laid = [(lay_out(w, layout, rows), w.shape[1]) for w in weights]
         for threads in thread_options(torch.get_num_threads()):
-            with using_threads(threads):
-                decoder = time_calls(lambda ws=ws, f=multiply: [f(inputs[n], w) for w, n in ws], sync)
-                output = time_calls(lambda h=h, f=multiply: f(inputs[head.shape[1]], h), sync)
-            out[layout, threads] = [scale_layers * statistics.median(decoder) + scale_head * statistics.median(output)]
-        del ws, h
-    return out
+            candidates[layout, threads] = with_threads(
+                threads, lambda f=multiply, ws=laid: [f(inputs[n], w) for w, n in ws]
+            )
+    times = time_candidates(candidates, sync)
+    return {k: [t / share for t in v] for k, v in times.items()}
+
+
+def with_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` to be called on `threads` threads."""
+
+    def call() -> object:
+        with using_threads(threads):
+            return fn()
+
+    return call
 
 
 def _linears(module: nn.Module) -> list[nn.Linear]:
@@ -215,8 +223,8 @@ def time_prefill_threads(model: PaliGemma, sync: Callable[[], None], rows: int =
     gate, down = mlp.gate_proj.weight[:width], mlp.down_proj.weight[:, :width]
     x = torch.randn(rows, gate.shape[1], dtype=gate.dtype, device=gate.device)
     y = torch.randn(rows, width, dtype=gate.dtype, device=gate.device)
-    out: dict[int, list[float]] = {}
-    for threads in thread_options(torch.get_num_threads()):
-        with using_threads(threads):
-            out[threads] = time_calls(lambda: (F.linear(x, gate), F.linear(y, down)), sync)
-    return out
+
+    def products() -> object:
+        return F.linear(x, gate), F.linear(y, down)
+
+    return time_candidates({t: with_threads(t, products) for t in thread_options(torch.get_num_threads())}, sync)

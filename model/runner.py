@@ -25,8 +25,16 @@ import torch
 
 from .attention import CacheWrite, KVCache
 from .gemma import PLAIN, Projections
-from .layouts import apply_layout, candidate_layouts, decoder_linears, time_layouts, time_prefill_threads, using_threads
-from .tuning import Choice, StepOption, choose, medians_ms, thread_options, time_calls
+from .layouts import (
+    apply_layout,
+    candidate_layouts,
+    decoder_linears,
+    time_layouts,
+    time_prefill_threads,
+    using_threads,
+    with_threads,
+)
+from .tuning import Choice, StepOption, choose, medians_ms, thread_options, time_candidates
 
 if TYPE_CHECKING:
     from .paligemma import PaliGemma
@@ -220,17 +228,17 @@ class Runner:
         options += [StepOption(True, threads)] if self.compile else []
         tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
         lengths = torch.zeros(slots, dtype=torch.long, device=self.device)
-        timings, compile_s = {}, None
+        candidates, compile_s = {}, None
         for option in options:
             step = self.step_fn(option.compiled)
-            with using_threads(option.threads):
-                if option.compiled:  # the first call compiles (and, on CUDA, later ones capture the graph)
-                    start = time.perf_counter()
+            if option.compiled:  # the first call compiles (on CUDA the next ones capture the graph)
+                start = time.perf_counter()
+                for _ in range(3):
                     step(tokens, lengths, self.cache)
-                    self.sync()
-                    compile_s = round(time.perf_counter() - start, 2)
-                timings[option] = time_calls(lambda step=step: step(tokens, lengths, self.cache), self.sync,
-                                             warmup=3 if option.compiled else 1)  # fmt: skip
+                self.sync()
+                compile_s = round(time.perf_counter() - start, 2)
+            candidates[option] = with_threads(option.threads, lambda step=step: step(tokens, lengths, self.cache))
+        timings = time_candidates(candidates, self.sync)
         return choose(timings), medians_ms(timings), compile_s
 
     def use_layout(self, layout: str, rows: int = 8) -> None:

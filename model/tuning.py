@@ -47,27 +47,42 @@ def thread_options(threads: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys((threads, max(1, threads // 2), 1)))
 
 
+def time_candidates(
+    fns: Mapping[K, Callable[[], object]],
+    sync: Callable[[], None],
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[K, list[float]]:
+    """Seconds of a few calls of each candidate after `warmup` untimed ones, timed in rounds (one call of each
+    candidate per round, in order), so that a load that comes and goes on a shared machine falls on all of them
+    alike. Rounds go on as MIN_CALLS, MAX_CALLS, BUDGET_S and LONG_S say of the slowest candidate."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[K, list[float]] = {k: [] for k in fns}
+
+    def more() -> bool:
+        rounds = len(next(iter(times.values())))
+        spent = max(sum(t) for t in times.values())
+        if not rounds:
+            return True
+        return rounds < MAX_CALLS and (spent < BUDGET_S or (rounds < MIN_CALLS and spent < LONG_S))
+
+    while more():
+        for k, fn in fns.items():
+            start = clock()
+            fn()
+            sync()
+            times[k].append(clock() - start)
+    return times
+
+
 def time_calls(
     fn: Callable[[], object], sync: Callable[[], None], warmup: int = 1, clock: Callable[[], float] = time.perf_counter
 ) -> list[float]:
-    """Seconds of a few calls of `fn` after `warmup` untimed ones (see MIN_CALLS, MAX_CALLS, BUDGET_S, LONG_S)."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    times: list[float] = []
-
-    def more() -> bool:
-        spent = sum(times)
-        if not times:
-            return True
-        return len(times) < MAX_CALLS and (spent < BUDGET_S or (len(times) < MIN_CALLS and spent < LONG_S))
-
-    while more():
-        start = clock()
-        fn()
-        sync()
-        times.append(clock() - start)
-    return times
+    """Seconds of a few calls of one function (time_candidates with a single candidate)."""
+    return time_candidates({0: fn}, sync, warmup, clock)[0]
 
 
 @dataclass(frozen=True)

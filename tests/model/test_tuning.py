@@ -11,7 +11,7 @@ import torch
 from model import PaliGemma
 from model.layouts import LAYOUTS, candidate_layouts
 from model.runner import Runner
-from model.tuning import MARGIN, Choice, StepOption, choose, thread_options, time_calls
+from model.tuning import MARGIN, Choice, StepOption, choose, thread_options, time_calls, time_candidates
 
 EAGER2, EAGER1, COMPILED2 = StepOption(False, 2), StepOption(False, 1), StepOption(True, 2)
 
@@ -57,6 +57,23 @@ def test_time_calls_spends_a_bounded_budget(seconds, calls):
         clock[0] += seconds
 
     assert time_calls(fn, lambda: None, warmup=1, clock=lambda: clock[0]) == pytest.approx([seconds] * calls)
+
+
+def test_candidates_are_timed_in_rounds_so_a_passing_load_hits_them_alike():
+    clock, calls = [0.0], []
+
+    def candidate(name: str, seconds: float):
+        def fn():
+            calls.append(name)
+            clock[0] += seconds
+
+        return fn
+
+    times = time_candidates({"a": candidate("a", 0.01), "b": candidate("b", 0.02)}, lambda: None, warmup=1,
+                            clock=lambda: clock[0])  # fmt: skip
+    assert calls[:2] == ["a", "b"]  # the warm-up calls
+    assert calls[2:] == ["a", "b"] * len(times["a"])  # then a, b, a, b, ...
+    assert len(times["a"]) == len(times["b"]) == 3  # the slower one spends the budget: 3 x 20 ms > 50 ms
 
 
 @pytest.mark.parametrize(("threads", "options"), [(1, (1,)), (2, (2, 1)), (16, (16, 8, 1)), (3, (3, 1))])
