@@ -256,7 +256,9 @@ class Runner:
     def follow_weights(self) -> None:
         """If the weights changed since they were laid out (training between two calls), copies made from them
         (packed weights, a column-major head, a compiled step's frozen constants) are stale: make them again."""
-        if self.weights_seen and self.weight_versions() != self.weights_seen:
+        if not self.weights_seen:
+            self.weights_seen = self.weight_versions()
+        elif self.weight_versions() != self.weights_seen:
             self.compiled_step = None
             self.use_layout(self.layout, self.layout_rows)
 
