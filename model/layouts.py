@@ -1,4 +1,4 @@
-"""Weight layouts for a decode step's small matrix products, the copies they need, and the probes that time them.
+"""Weight layouts for a decode step's small matrix products, and the copies they need.
 
 A decode step multiplies a few rows by every weight of the text decoder, so it should read those weights at the
 speed memory streams. With a few rows, how fast a CPU's kernels read a weight depends on how it is laid out in
@@ -13,6 +13,7 @@ memory, and which layout wins depends on the processor:
   decoder's weights fit comfortably in free memory (`packing_fits`).
 
 Values never change, only how they are read: every layout gives the same tokens (tests/model/test_tuning.py).
+The runner times whole decode steps in each layout and keeps the fastest (model/runner.py).
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from .paligemma import PaliGemma
 
 LAYOUTS = ("row-major", "column-major", "packed")
-# Layouts are timed on copies of about this many bytes of weights (the first layers, and as large a share of the
-# output projection's rows): more than most processors' private caches, few enough to time in milliseconds.
-PROBE_BYTES = 64 * 2**20
 # Packed copies are offered when the decoder's weights take at most this share of the memory still available.
 PACKED_SHARE = 0.25
 
@@ -170,34 +168,6 @@ def using_threads(threads: int) -> Iterator[None]:
     finally:
         if threads != before:
             torch.set_num_threads(before)
-
-
-def time_layouts(
-    model: PaliGemma, rows: int, sync: Callable[[], None], layouts: tuple[str, ...]
-) -> dict[tuple[str, int], list[float]]:
-    """Seconds of one decode step's matrix products at `rows` rows for each layout and thread count, estimated
-    on copies of the same share of the decoder's layers and of the output projection's rows (about PROBE_BYTES)
-    and scaled up to the whole. The reference comes first: row-major on every thread."""
-    layers = model.language_model.layers
-    head = model.head_weight()
-    total = (
-        sum(m.weight.numel() * m.weight.element_size() for m in _linears(layers)) + head.numel() * head.element_size()
-    )
-    used = max(1, min(len(layers), round(len(layers) * PROBE_BYTES / total)))
-    share = used / len(layers)
-    weights = [m.weight for layer in layers[:used] for m in _linears(layer)]
-    weights.append(head[: max(1, round(share * head.shape[0]))])
-    inputs = {n: torch.randn(rows, n, dtype=head.dtype, device=head.device) for n in {w.shape[1] for w in weights}}
-    candidates = {}
-    for layout in layouts:
-        multiply = packed_linear if layout == "packed" else F.linear
-        laid = [(lay_out(w, layout, rows), w.shape[1]) for w in weights]
-        for threads in thread_options(torch.get_num_threads()):
-            candidates[layout, threads] = with_threads(
-                threads, lambda f=multiply, ws=laid: [f(inputs[n], w) for w, n in ws]
-            )
-    times = time_candidates(candidates, sync)
-    return {k: [t / share for t in v] for k, v in times.items()}
 
 
 def with_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object]:

@@ -29,7 +29,6 @@ from .layouts import (
     apply_layout,
     candidate_layouts,
     decoder_linears,
-    time_layouts,
     time_prefill_threads,
     using_threads,
     with_threads,
@@ -203,42 +202,68 @@ class Runner:
         return self.choices[key]
 
     def tune(self, slots: int, length: int) -> Choice:
-        """Time the candidates and keep the fastest: once per runner on a CPU, the weight layout and the threads of
-        prefills; for each bucket, the step (eager per thread count, compiled when allowed)."""
+        """Time the candidates and keep the fastest: once per runner on a CPU, the weight layout (on whole decode
+        steps, at each thread count) and the threads of prefills; for each bucket, the step (eager per thread
+        count, compiled when allowed)."""
         threads = torch.get_num_threads()
         if not self.measure:
             return Choice(slots, length, self.layout, StepOption(self.compile, threads), prefill_threads=threads)
+        timed: dict[StepOption, list[float]] = {}
         if self.device.type == "cpu" and self.layout_ms is None:
-            timings = time_layouts(self.model, slots, self.sync, candidate_layouts(self.model))
-            self.use_layout(choose(timings)[0], slots)  # the thread count is chosen again on whole steps
-            self.layout_ms = medians_ms({f"{layout}, {threads} threads": t for (layout, threads), t in timings.items()})
+            by_layout = self.time_layouts(slots)
+            self.use_layout(choose(by_layout)[0], slots)
+            self.layout_ms = medians_ms({f"{lay}, {t} threads": v for (lay, t), v in by_layout.items()})
+            timed = {StepOption(False, t): v for (lay, t), v in by_layout.items() if lay == self.layout}
             timings = time_prefill_threads(self.model, self.sync)
             self.prefill_threads, self.prefill_ms = choose(timings), medians_ms(timings)
-        step, step_ms, compile_s = self.tune_step(slots)
+        step, step_ms, compile_s = self.tune_step(slots, timed)
         return Choice(slots, length, self.layout, step, self.layout_ms or {}, step_ms, compile_s,
                       self.prefill_threads or threads, self.prefill_ms or {})  # fmt: skip
 
-    def tune_step(self, slots: int) -> tuple[StepOption, dict[str, float], float | None]:
+    def dummy_step(self, compiled: bool) -> Callable[[], torch.Tensor]:
+        """One decode step over this call's cache with placeholder tokens at position 0 (which the next prefills
+        overwrite before any query sees it)."""
+        slots = self.cache.batch
+        tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
+        lengths = torch.zeros(slots, dtype=torch.long, device=self.device)
+        step, cache = self.step_fn(compiled), self.cache
+        return lambda: step(tokens, lengths, cache)
+
+    def time_layouts(self, slots: int) -> dict[tuple[str, int], list[float]]:
+        """Seconds of whole eager decode steps in each candidate layout (model/layouts.py), at each thread count,
+        the thread counts timed in rounds within a layout. One layout is laid out at a time, so the copies a
+        layout needs never pile up."""
+        out: dict[tuple[str, int], list[float]] = {}
+        for layout in candidate_layouts(self.model):
+            self.use_layout(layout, slots)
+            step = self.dummy_step(compiled=False)
+            threads = thread_options(torch.get_num_threads())
+            out.update(time_candidates({(layout, t): with_threads(t, step) for t in threads}, self.sync))
+        return out
+
+    def tune_step(
+        self, slots: int, timed: dict[StepOption, list[float]]
+    ) -> tuple[StepOption, dict[str, float], float | None]:
         """The fastest decode step on this bucket's cache, the medians it was chosen from, and the seconds its
-        compilation took (None when not compiled). The timed steps write only cache positions that the next
-        prefills overwrite."""
+        compilation took (None when not compiled). `timed`: eager options already timed on this layout."""
         threads = torch.get_num_threads()
         cpu = self.device.type == "cpu"
         options = [StepOption(False, t) for t in (thread_options(threads) if cpu else (threads,))]
         options += [StepOption(True, threads)] if self.compile else []
-        tokens = torch.zeros(slots, dtype=torch.long, device=self.device)
-        lengths = torch.zeros(slots, dtype=torch.long, device=self.device)
         candidates, compile_s = {}, None
         for option in options:
-            step = self.step_fn(option.compiled)
+            if option in timed:
+                continue
+            step = self.dummy_step(option.compiled)
             if option.compiled:  # the first call compiles (on CUDA the next ones capture the graph)
                 start = time.perf_counter()
                 for _ in range(3):
-                    step(tokens, lengths, self.cache)
+                    step()
                 self.sync()
                 compile_s = round(time.perf_counter() - start, 2)
-            candidates[option] = with_threads(option.threads, lambda step=step: step(tokens, lengths, self.cache))
-        timings = time_candidates(candidates, self.sync)
+            candidates[option] = with_threads(option.threads, step)
+        timings = {**timed, **(time_candidates(candidates, self.sync) if candidates else {})}
+        timings = {option: timings[option] for option in options}  # the reference first
         return choose(timings), medians_ms(timings), compile_s
 
     def use_layout(self, layout: str, rows: int = 8) -> None:

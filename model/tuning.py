@@ -26,8 +26,8 @@ K = TypeVar("K", bound=Hashable)
 # A candidate must be this much faster than the reference (by median) to be kept.
 MARGIN = 0.03
 # Timing budget per candidate: calls are timed while under BUDGET_S (at most MAX_CALLS); at least MIN_CALLS of
-# them while under LONG_S, and always at least one (a 3B model's CPU step takes seconds: one or two calls then).
-MIN_CALLS, MAX_CALLS, BUDGET_S, LONG_S = 3, 9, 0.05, 0.5
+# them while under LONG_S, and always at least one (a 3B model's CPU step takes seconds: one call then).
+MIN_CALLS, MAX_CALLS, BUDGET_S, LONG_S = 2, 9, 0.05, 0.5
 
 
 def choose(timings: Mapping[K, Sequence[float]], margin: float = MARGIN) -> K:
@@ -104,8 +104,8 @@ class Choice:
     length: int
     layout: str
     step: StepOption
-    layout_ms: dict[str, float] = field(default_factory=dict)
-    step_ms: dict[str, float] = field(default_factory=dict)
+    layout_ms: dict[str, float] = field(default_factory=dict)  # whole eager steps by "layout, threads"
+    step_ms: dict[str, float] = field(default_factory=dict)  # steps by StepOption, on the chosen layout
     compile_s: float | None = None
     prefill_threads: int = 1  # threads of prefills and the vision tower (chosen once per runner)
     prefill_ms: dict[str, float] = field(default_factory=dict)
@@ -131,7 +131,7 @@ class Choice:
         layouts = ", ".join(f"{k} {v:.2f} ms" for k, v in self.layout_ms.items())
         text = f"{self.slots} slots x {self.length} positions: {self.layout} weights, {self.step} step, "
         text += f"prefill on {self.prefill_threads} (steps: {timed}"
-        return text + (f"; products: {layouts})" if layouts else ")")
+        return text + (f"; steps by layout: {layouts})" if layouts else ")")
 
 
 def medians_ms(timings: Mapping[object, Sequence[float]]) -> dict[str, float]:

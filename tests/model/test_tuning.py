@@ -45,8 +45,8 @@ def test_the_margin_is_relative_to_the_reference():
     [
         (0.001, 9),  # short calls: as many as fit the budget, at most MAX_CALLS
         (0.02, 3),  # three fill the 50 ms budget
-        (0.2, 3),  # long calls: still three while under half a second
-        (0.4, 2),  # two pass half a second
+        (0.2, 2),  # long calls: still two while under half a second
+        (0.4, 2),  # the second passes half a second
         (2.0, 1),  # a whole step of a large model on a CPU: one timed call
     ],
 )
