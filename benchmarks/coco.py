@@ -41,6 +41,7 @@ def plain_pycocotools(gt_path: Path, res_path: Path, iou_type: str) -> tuple[np.
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the random set, score it with both evaluators, and print their times and the largest stat difference."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.coco", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--objects", type=int, default=30, help="mean ground-truth objects per image")

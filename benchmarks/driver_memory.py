@@ -25,6 +25,7 @@ ROWS_PER_PART = 10_000
 
 
 def synthetic_parts(folder: Path, rows: int) -> None:
+    """Write `rows` detect rows (3 objects each) as committed parts of ROWS_PER_PART rows, as the job writes them."""
     import numpy as np
 
     from rows import PartStore, rows_to_table
@@ -44,6 +45,7 @@ def synthetic_parts(folder: Path, rows: int) -> None:
 
 
 def manifest(folder: Path, rows: int) -> Path:
+    """A manifest Parquet file of `rows` image paths, to time planning that many inputs."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -80,6 +82,7 @@ def child(kind: str, folder: str) -> None:
 
 
 def measure(kind: str, folder: Path) -> dict:
+    """Run one measurement (`export` or `plan`) in a fresh process and return its JSON record."""
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-m", "benchmarks.driver_memory", "--child", kind, str(folder)],
                           cwd=root, capture_output=True, text=True, check=True,
@@ -88,6 +91,7 @@ def measure(kind: str, folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Measure the exports and the plan at each --rows count and print one line each."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)

@@ -47,6 +47,7 @@ def plain_loop(folder: Path, paths: list[Path], batch: int, new_tokens: int) -> 
 
 
 def pipeline(folder: Path, images: Path, out: Path, batch: int, new_tokens: int, replicas: int) -> float:
+    """Images/s of the whole label job (start-up, replicas loading the model and writing included)."""
     from pipelines.job import run_label
     from specs.label import LabelJob, OutputSpec, PlacementSpec, ReplicaSpec, SourceSpec, TaskSpec
 
@@ -61,6 +62,7 @@ def pipeline(folder: Path, images: Path, out: Path, batch: int, new_tokens: int,
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Time the plain loop and the pipeline with 1 and 2 replicas, alternating, and print the medians."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="mid", help="random weights of a named size (model.sizes.SIZES)")
     p.add_argument("--images", type=int, default=96)

@@ -20,8 +20,10 @@ import torch
 from benchmarks.common import cpu_model
 
 
-@dataclass
+@dataclass(frozen=True)
 class Result:
+    """One variant's figures: examples/s of the timed steps, compile time apart, and padded tokens per row."""
+
     variant: str
     examples_per_s: float
     compile_s: float
@@ -31,6 +33,7 @@ class Result:
 
 
 def run_variant(name: str, steps: int, warmup: int, batch: int, **options) -> Result:
+    """Time `steps` fine-tuning steps of one variant after `warmup` untimed ones (which include compiling)."""
     from training.loop import FinetuneConfig, Trainer
 
     cfg = FinetuneConfig(output="/tmp/bench-training-step", scratch="shapes", train="shapes", batch_size=batch,
@@ -65,6 +68,7 @@ VARIANTS = {
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
+    """Run every variant (or those asked for) and print a table."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=4)

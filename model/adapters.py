@@ -210,17 +210,10 @@ def load_with_adapter(checkpoint: str | Path, adapter: str | Path | None = None,
 
     if adapter is None:
         return PaliGemma.from_pretrained(checkpoint, **load_options)
-    compile_step = load_options.pop("compile", False)
     dtype = resolve_dtype(load_options.pop("dtype", None), load_options.get("device"))
     model = apply_adapter(PaliGemma.from_pretrained(checkpoint, dtype=torch.float32, **load_options), adapter)
     if dtype != torch.float32:
-        model.to(dtype)
-        if hasattr(model, "_head_column_major"):  # the loader's decode-layout copy of the head: redo it in dtype
-            model.column_major_weights()
-    if compile_step:
-        from model.compiled import compile_decode_step
-
-        compile_decode_step(model)
+        model.to(dtype)  # the runner lays the weights out again on its first call: it follows weight changes
     return model
 
 

@@ -133,64 +133,8 @@ class PaliGemmaConfig:
             raise ModelConfigError(f"{source}: key 'model_type' is {d.get('model_type')!r}, expected 'paligemma'")
         v = _require(d, "vision_config", source)
         t = _require(d, "text_config", source)
-        vsrc, tsrc = f"{source}: vision_config", f"{source}: text_config"
-        if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
-            raise ModelConfigError(f"{vsrc}.model_type is {v.get('model_type')!r}, expected 'siglip_vision_model'")
-        act = v.get("hidden_act", "gelu_pytorch_tanh")
-        if act not in GELU_TANH_NAMES:
-            raise ModelConfigError(f"{vsrc}.hidden_act is {act!r}; only the tanh GELU is implemented")
-        vision = VisionConfig(
-            hidden_size=v.get("hidden_size", 1152),
-            intermediate_size=v.get("intermediate_size", 4304),
-            num_layers=v.get("num_hidden_layers", 27),
-            num_heads=v.get("num_attention_heads", 16),
-            image_size=v.get("image_size", 224),
-            patch_size=v.get("patch_size", 14),
-            num_channels=v.get("num_channels", 3),
-            layer_norm_eps=v.get("layer_norm_eps", 1e-6),
-        )
-
-        family = t.get("model_type", "gemma")
-        if family not in ("gemma", "gemma2"):
-            raise ModelConfigError(f"{tsrc}.model_type is {family!r}, expected 'gemma' or 'gemma2'")
-        act = t.get("hidden_activation") or t.get("hidden_act") or "gelu_pytorch_tanh"
-        if act not in GELU_TANH_NAMES:
-            raise ModelConfigError(f"{tsrc}.hidden_activation is {act!r}; only the tanh GELU is implemented")
-        rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
-        if rope.get("rope_type", rope.get("type", "default")) != "default":
-            raise ModelConfigError(
-                f"{tsrc}.rope_parameters asks for {rope.get('rope_type')!r}; only default RoPE exists"
-            )
-        theta = rope.get("rope_theta", t.get("rope_theta", 10000.0))
-        hidden, heads = t.get("hidden_size", 2048), t.get("num_attention_heads", 8)
-        num_layers = t.get("num_hidden_layers", 18)
-        gemma2 = family == "gemma2"
-        layer_types: tuple[str, ...] = ()
-        if gemma2:
-            hf_types = t.get("layer_types") or [
-                "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)
-            ]
-            names = {"sliding_attention": "sliding", "full_attention": "full"}
-            if any(x not in names for x in hf_types):
-                raise ModelConfigError(f"{tsrc}.layer_types has an unknown entry: {hf_types}")
-            layer_types = tuple(names[x] for x in hf_types)
-        text = TextConfig(
-            family=family,
-            vocab_size=t.get("vocab_size", d.get("vocab_size", 257216)),
-            hidden_size=hidden,
-            intermediate_size=t.get("intermediate_size", 16384),
-            num_layers=num_layers,
-            num_heads=heads,
-            num_kv_heads=t.get("num_key_value_heads", 1),
-            head_dim=t.get("head_dim") or hidden // heads,
-            rms_norm_eps=t.get("rms_norm_eps", 1e-6),
-            rope_theta=float(theta),
-            query_pre_attn_scalar=t.get("query_pre_attn_scalar", 256) if gemma2 else None,
-            attn_logit_softcap=t.get("attn_logit_softcapping", 50.0) if gemma2 else None,
-            final_logit_softcap=t.get("final_logit_softcapping", 30.0) if gemma2 else None,
-            sliding_window=t.get("sliding_window", 4096) if gemma2 else None,
-            layer_types=layer_types,
-        )
+        vision = _vision_from_hf(v, f"{source}: vision_config")
+        text = _text_from_hf(t, d, f"{source}: text_config")
         image_token = d.get("image_token_index", d.get("image_token_id"))
         if image_token is None:
             raise ModelConfigError(f"{source}: key 'image_token_index' is missing")
@@ -255,6 +199,70 @@ class PaliGemmaConfig:
             "pad_token_id": self.pad_token_id,
             "tie_word_embeddings": self.tie_word_embeddings,
         }
+
+
+def _vision_from_hf(v: dict[str, Any], vsrc: str) -> VisionConfig:
+    """The SigLIP part of a Hugging Face config (`vision_config`)."""
+    if v.get("model_type", "siglip_vision_model") != "siglip_vision_model":
+        raise ModelConfigError(f"{vsrc}.model_type is {v.get('model_type')!r}, expected 'siglip_vision_model'")
+    act = v.get("hidden_act", "gelu_pytorch_tanh")
+    if act not in GELU_TANH_NAMES:
+        raise ModelConfigError(f"{vsrc}.hidden_act is {act!r}; only the tanh GELU is implemented")
+    return VisionConfig(
+        hidden_size=v.get("hidden_size", 1152),
+        intermediate_size=v.get("intermediate_size", 4304),
+        num_layers=v.get("num_hidden_layers", 27),
+        num_heads=v.get("num_attention_heads", 16),
+        image_size=v.get("image_size", 224),
+        patch_size=v.get("patch_size", 14),
+        num_channels=v.get("num_channels", 3),
+        layer_norm_eps=v.get("layer_norm_eps", 1e-6),
+    )
+
+
+def _text_from_hf(t: dict[str, Any], d: dict[str, Any], tsrc: str) -> TextConfig:
+    """The Gemma / Gemma 2 part of a Hugging Face config (`text_config`; a few keys may sit at the top, in d)."""
+    family = t.get("model_type", "gemma")
+    if family not in ("gemma", "gemma2"):
+        raise ModelConfigError(f"{tsrc}.model_type is {family!r}, expected 'gemma' or 'gemma2'")
+    act = t.get("hidden_activation") or t.get("hidden_act") or "gelu_pytorch_tanh"
+    if act not in GELU_TANH_NAMES:
+        raise ModelConfigError(f"{tsrc}.hidden_activation is {act!r}; only the tanh GELU is implemented")
+    rope = t.get("rope_parameters") or t.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise ModelConfigError(f"{tsrc}.rope_parameters asks for {rope.get('rope_type')!r}; only default RoPE exists")
+    theta = rope.get("rope_theta", t.get("rope_theta", 10000.0))
+    hidden, heads = t.get("hidden_size", 2048), t.get("num_attention_heads", 8)
+    num_layers = t.get("num_hidden_layers", 18)
+    gemma2 = family == "gemma2"
+    return TextConfig(
+        family=family,
+        vocab_size=t.get("vocab_size", d.get("vocab_size", 257216)),
+        hidden_size=hidden,
+        intermediate_size=t.get("intermediate_size", 16384),
+        num_layers=num_layers,
+        num_heads=heads,
+        num_kv_heads=t.get("num_key_value_heads", 1),
+        head_dim=t.get("head_dim") or hidden // heads,
+        rms_norm_eps=t.get("rms_norm_eps", 1e-6),
+        rope_theta=float(theta),
+        query_pre_attn_scalar=t.get("query_pre_attn_scalar", 256) if gemma2 else None,
+        attn_logit_softcap=t.get("attn_logit_softcapping", 50.0) if gemma2 else None,
+        final_logit_softcap=t.get("final_logit_softcapping", 30.0) if gemma2 else None,
+        sliding_window=t.get("sliding_window", 4096) if gemma2 else None,
+        layer_types=_layer_types_from_hf(t, num_layers, tsrc) if gemma2 else (),
+    )
+
+
+def _layer_types_from_hf(t: dict[str, Any], num_layers: int, tsrc: str) -> tuple[str, ...]:
+    """Gemma 2's per-layer attention kinds (even layers sliding when the config does not list them)."""
+    hf_types = t.get("layer_types") or [
+        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(num_layers)
+    ]
+    names = {"sliding_attention": "sliding", "full_attention": "full"}
+    if any(x not in names for x in hf_types):
+        raise ModelConfigError(f"{tsrc}.layer_types has an unknown entry: {hf_types}")
+    return tuple(names[x] for x in hf_types)
 
 
 def _require(d: dict[str, Any], key: str, source: str) -> dict[str, Any]:

@@ -235,6 +235,4 @@ def load_pretrained(network: type, path: str | Path, dtype=None, device=None):
         state.pop("lm_head.weight", None)
     model.load_state_dict(state, assign=True, strict=True)
     model.tokenizer, model.image_processor = tokenizer, processor
-    if device.type == "cpu":
-        model.column_major_weights()  # faster decoding on a CPU, same values
     return model.eval()

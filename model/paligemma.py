@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .attention import CacheWrite, KVCache, make_attention_mask, step_mask
 from .config import PaliGemmaConfig
-from .gemma import GemmaDecoder
+from .gemma import PLAIN, GemmaDecoder, Projections
 from .loading import check_checkpoint, load_pretrained
 from .rope import rope_tables
+from .runner import Runner
 from .siglip import SiglipVisionTower
 
 if TYPE_CHECKING:
@@ -34,10 +34,17 @@ class Projector(nn.Module):
         self.linear = nn.Linear(vision_width, text_width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Patch features [..., vision width] -> [..., text width]."""
         return self.linear(x)
 
 
 class PaliGemma(nn.Module):
+    """The whole network, with its tokenizer and image processor when loaded, and the runner that generates with it.
+
+    Load with `from_pretrained`; `forward` gives logits for training and checks, `generate` answers (image, prompt)
+    pairs with continuous batching (model/generation.py).
+    """
+
     def __init__(
         self,
         config: PaliGemmaConfig,
@@ -53,7 +60,8 @@ class PaliGemma(nn.Module):
             self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
-        self.step = self.decode_step  # what generation calls each step; compile_decode_step swaps in a compiled one
+        # How generation runs on this model (cache, decode step, measured choices): model/runner.py.
+        self.runner = Runner(self)
 
     @classmethod
     def from_pretrained(
@@ -66,14 +74,25 @@ class PaliGemma(nn.Module):
         """Load a Hugging Face PaliGemma 1 or 2 checkpoint folder (safetensors only).
 
         dtype None means float32 on a CPU and bfloat16 on a GPU; float16 is refused (Gemma's activations overflow
-        it). compile=True compiles the decode step (model/compiled.py): slower to start, faster to generate.
+        it). compile=True lets the runner compile the decode step (model/compiled.py): slower to start, and kept
+        only where it is faster to generate.
         """
         model = load_pretrained(cls, path, dtype=dtype, device=device)
-        if compile:
-            from .compiled import compile_decode_step
-
-            compile_decode_step(model)
+        model.runner = Runner(model, compile=compile)
         return model
+
+    def __getstate__(self) -> dict:
+        """Pickling and deep copies leave the runner out (its cache and timings belong to this object): the copy
+        gets a fresh runner with the same options."""
+        state = self.__dict__.copy()
+        runner = state.pop("runner", None)
+        state["_runner_options"] = (runner.compile, runner.measure) if runner is not None else (False, True)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        compile, measure = state.pop("_runner_options", (False, True))
+        super().__setstate__(state)
+        self.runner = Runner(self, compile=compile, measure=measure)
 
     @classmethod
     def check_pretrained(cls, path: str | Path) -> PaliGemmaConfig:
@@ -83,10 +102,12 @@ class PaliGemma(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are."""
         return self.language_model.embed_tokens.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
+        """The weights' dtype."""
         return self.language_model.embed_tokens.weight.dtype
 
     # ---- pieces shared by forward, prefill and decode ----------------------------------------------------------
@@ -111,12 +132,13 @@ class PaliGemma(nn.Module):
             )
         return x.masked_scatter(is_image[..., None], features.to(x.dtype))
 
-    def lm_logits(self, h: torch.Tensor) -> torch.Tensor:
-        weight = self.lm_head.weight if hasattr(self, "lm_head") else self.language_model.embed_tokens.weight
-        head = getattr(self, "_head_column_major", None)  # the tied embedding, laid out for decoding (see below)
-        if head is not None and not torch.is_grad_enabled():
-            weight = head
-        logits = F.linear(h, weight)
+    def head_weight(self) -> torch.Tensor:
+        """The output projection [V, C]: lm_head, or the token embedding when they are tied."""
+        return self.lm_head.weight if hasattr(self, "lm_head") else self.language_model.embed_tokens.weight
+
+    def lm_logits(self, h: torch.Tensor, project: Projections = PLAIN) -> torch.Tensor:
+        """Logits [..., V] of hidden states [..., C] (`project`: see gemma.Projections)."""
+        logits = project.head(h, self.head_weight())
         cap = self.config.text.final_logit_softcap
         return torch.tanh(logits / cap) * cap if cap else logits
 
@@ -184,23 +206,6 @@ class PaliGemma(nn.Module):
         rope = self._rope(valid.long().cumsum(1))
         return self.language_model(x, rope, masks)
 
-    def column_major_weights(self) -> None:
-        """Store the text decoder's projection weights column-major (the same [out, in] tensors, transposed in
-        memory), and keep a column-major copy of a tied output embedding.
-
-        On a CPU a decode step multiplies a few rows by every weight, and MKL reads a row-major [out, in] weight
-        in that shape at well under half the memory bandwidth it reaches on the column-major one (measured here:
-        1.7-2 times slower at 8 rows); at prefill sizes the two layouts are equally fast. Values do not change.
-        """
-        with torch.no_grad():
-            for module in self.language_model.modules():
-                if isinstance(module, nn.Linear):
-                    module.weight = nn.Parameter(
-                        module.weight.t().contiguous().t(), requires_grad=module.weight.requires_grad
-                    )
-            if not hasattr(self, "lm_head"):
-                self._head_column_major = self.language_model.embed_tokens.weight.t().contiguous().t()
-
     # ---- generation: prefill prompts into cache slots, then one-token steps over every slot ----------------------
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -208,7 +213,12 @@ class PaliGemma(nn.Module):
         return self.multi_modal_projector(self.vision_tower(pixel_values.to(self.device, self.dtype)))
 
     def prefill(
-        self, input_ids: torch.Tensor, features: torch.Tensor, write: CacheWrite, lengths: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        features: torch.Tensor,
+        write: CacheWrite,
+        lengths: torch.Tensor | None = None,
+        project: Projections = PLAIN,
     ) -> torch.Tensor:
         """Prompts long[g, T] (n_image <image> ids, then the text; right-padded when `lengths` [g] says some are
         shorter) with their images' features [g, n_image, C]: run them bidirectionally, store their keys and values
@@ -231,23 +241,26 @@ class PaliGemma(nn.Module):
             lengths = lengths.to(self.device)
             keys = (torch.arange(T, device=self.device)[None] < lengths[:, None])[:, None, None, :]
             masks, last = {"full": keys, "sliding": keys}, lengths - 1
-        h = self.language_model(x, self._rope(positions), masks, write, last=last)
-        return self.lm_logits(h[:, -1])
+        h = self.language_model(x, self._rope(positions), masks, write, last, project)
+        return self.lm_logits(h[:, -1], project)
 
-    def decode_step(self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    def decode_step(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, cache: KVCache, project: Projections = PLAIN
+    ) -> torch.Tensor:
         """One token per cache slot: tokens long[B] written at positions lengths[B] (each slot's own), attending to
         positions 0..lengths[b]; returns logits [B, V]. No host synchronization and no shape that depends on the
-        data, so it compiles with fullgraph=True and replays as a CUDA graph."""
+        data, so it compiles with fullgraph=True and replays as a CUDA graph. `project`: see gemma.Projections."""
         t = self.config.text
         x = self.language_model.embed(tokens[:, None])
         rope = self._rope((lengths + 1)[:, None])
         masks = {"full": step_mask(lengths, cache.max_len)}
         if "sliding" in t.layer_types:
             masks["sliding"] = step_mask(lengths, cache.max_len, t.sliding_window)
-        h = self.language_model(x, rope, masks, CacheWrite(cache, positions=lengths))
-        return self.lm_logits(h[:, -1])
+        h = self.language_model(x, rope, masks, CacheWrite(cache, positions=lengths), project=project)
+        return self.lm_logits(h[:, -1], project)
 
     def new_cache(self, batch: int, max_len: int) -> KVCache:
+        """A zeroed KV cache of `batch` slots and `max_len` positions, in the model's dtype and device."""
         t = self.config.text
         return KVCache(t.num_layers, batch, t.num_kv_heads, max_len, t.head_dim, self.dtype, self.device)
 

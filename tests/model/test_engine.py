@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from model import PaliGemma
+from model.layouts import candidate_layouts
+from model.runner import Runner
 
 PROMPTS = ["caption en", "detect cat ; dog", "answer en what color is the car on the left", "ocr", "segment cat"]
 FAMILIES = {"pg1": "tiny", "pg2": "tiny2"}  # tiny2: Gemma 2 with a sliding window (8) shorter than every prompt
@@ -75,8 +77,33 @@ def test_results_arrive_through_the_callback_as_rows_finish(checkpoint, photos):
 def test_the_compiled_step_gives_the_eager_tokens(checkpoint, photos, family):
     folder = checkpoint(FAMILIES[family])[0]
     eager = PaliGemma.from_pretrained(folder)
-    compiled = PaliGemma.from_pretrained(folder, compile=True)  # fullgraph=True: a graph break would raise
+    compiled = PaliGemma.from_pretrained(folder)
+    compiled.runner = Runner(compiled, compile=True, measure=False)  # compiled whatever its speed
     images, prompts = pairs(photos, 6)
     want = eager.generate(images, prompts, max_new_tokens=8, batch_size=4)
-    assert compiled.generate(images, prompts, max_new_tokens=8, batch_size=4) == want
-    assert compiled.step is not compiled.decode_step
+    for layout in candidate_layouts(compiled):  # fullgraph=True: a graph break would raise
+        compiled.runner.use_layout(layout)
+        assert compiled.generate(images, prompts, max_new_tokens=8, batch_size=4) == want, layout
+    assert compiled.runner.compiled_step is not None and compiled.runner.choice.step.compiled
+
+
+@pytest.mark.slow
+def test_a_model_loaded_with_compile_times_the_compiled_step_and_keeps_the_faster(checkpoint, photos):
+    model = PaliGemma.from_pretrained(checkpoint("tiny")[0], compile=True)
+    eager = PaliGemma.from_pretrained(checkpoint("tiny")[0])
+    images, prompts = pairs(photos, 4)
+    assert model.generate(images, prompts, max_new_tokens=6) == eager.generate(images, prompts, max_new_tokens=6)
+    (choice,) = model.runner.choices.values()
+    assert any(name.startswith("compiled") for name in choice.step_ms)  # timed beside the eager step
+    assert choice.compile_s is not None and choice.compile_s > 0
+
+
+def test_a_copied_model_gets_its_own_runner(checkpoint, photos):
+    import copy
+    import pickle
+
+    model = PaliGemma.from_pretrained(checkpoint("tiny")[0])
+    want = model.generate(photos[:2], "caption en", max_new_tokens=5)
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.runner is not model.runner and other.runner.model is other
+        assert other.generate(photos[:2], "caption en", max_new_tokens=5) == want

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,22 +32,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.common import device_name, random_checkpoint, synchronize
+from benchmarks.common import device_name, hf_generate, random_checkpoint, sample_images, synchronize
 from model import PaliGemma
 from model.loading import resolve_dtype
+from model.runner import Runner
 from model.sizes import SIZES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Row:
+    """One line of the benchmark: both sides on one workload and batch, and what our engine chose for it."""
+
     workload: str
     size: str
     device: str
     dtype: str
     batch: int
-    compiled: bool
+    compiled: bool  # --compile: the engine was allowed to compile (and kept the compiled step only if faster)
     pairs: int
     ours_s: float
     transformers_s: float
@@ -56,24 +61,7 @@ class Row:
     speedup: float
     same_tokens: bool
     compile_s: float
-
-
-def sample_images(n: int, seed: int = 0) -> list[Image.Image]:
-    """n different images (photographs from scikit-image when it is installed, random noise otherwise), each
-    cropped differently: no two rows share an image, so neither side saves a vision pass."""
-    try:
-        from skimage import data
-
-        photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        photos = [rng.integers(0, 256, (300 + 20 * i, 400, 3), dtype=np.uint8) for i in range(4)]
-    out = []
-    for i in range(n):
-        photo = photos[i % len(photos)]
-        shift = 3 * (i // len(photos))
-        out.append(Image.fromarray(photo[shift:, shift:]))
-    return out
+    engine: tuple[dict, ...]  # the runner's choice per (slots, length) bucket: layout, step, threads, timings
 
 
 def shapes_workload(n: int = 64, seed: int = 777) -> tuple[list[Image.Image], list[str]]:
@@ -95,7 +83,8 @@ def shapes_workload(n: int = 64, seed: int = 777) -> tuple[list[Image.Image], li
     return images, prompts
 
 
-def time_call(fn, device: torch.device) -> float:
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of `fn` takes, the device synchronized before and after."""
     synchronize(device)
     start = time.perf_counter()
     fn()
@@ -103,29 +92,8 @@ def time_call(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def hf_generate(hf, ours: PaliGemma, images, prompts, max_new_tokens: int, stop_at_eos: bool) -> list[list[int]]:
-    """transformers' generate on the same token ids and pixels as ours (our tokenizer and image processor)."""
-    tok, device = ours.tokenizer, ours.device
-    ids, mask = tok.batch(prompts, ours.config.num_image_tokens)
-    with torch.inference_mode():
-        out = hf.generate(
-            input_ids=ids.to(device),
-            attention_mask=mask.long().to(device),
-            token_type_ids=torch.zeros_like(ids).to(device),
-            pixel_values=ours.image_processor(images).to(device, ours.dtype),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=tok.eos_id if stop_at_eos else None,
-            pad_token_id=tok.pad_id,
-        )
-    rows = out[:, ids.shape[1] :].tolist()
-    if stop_at_eos:  # after its <eos> a row holds padding: keep what our generate returns
-        rows = [r[: r.index(tok.eos_id)] if tok.eos_id in r else r for r in rows]
-    [tok.decode(r) for r in rows]  # the same text decoding work as ours
-    return rows
-
-
 def bench(ours, hf, args, workload: str, batch: int, images, prompts, stop_at_eos: bool, compile_s: float) -> Row:
+    """Warm both sides up, then time them interleaved (ours, transformers, ours, ...) and compare medians."""
     device = ours.device
     results: dict[str, list] = {}
     new_tokens = args.new_tokens if workload == "fixed" else 128
@@ -171,28 +139,32 @@ def bench(ours, hf, args, workload: str, batch: int, images, prompts, stop_at_eo
         speedup=round(hf_s / ours_s, 2),
         same_tokens=results["ours"] == results["hf"],
         compile_s=round(compile_s, 1),
+        engine=tuple(c.as_dict() for c in ours.runner.choices.values()),
     )
 
 
 def model_name(args, workload: str) -> str:
+    """The model column: the checkpoint folder's name, or the named size (with its resolution)."""
     if workload == "mixed" or args.checkpoint is not None:
         return Path(args.folder).name
     return f"{args.size}@{args.image_size}" if args.image_size else args.size
 
 
 def load_pair(args, folder: Path):
+    """Ours and transformers' model from the same folder (ours with the engine options asked for)."""
     from transformers import PaliGemmaForConditionalGeneration
 
     dtype = resolve_dtype(args.dtype)
-    start = time.perf_counter()
     ours = PaliGemma.from_pretrained(folder, dtype=dtype, device=args.device, compile=args.compile)
+    if args.no_measure:
+        ours.runner = Runner(ours, compile=args.compile, measure=False)
     hf = PaliGemmaForConditionalGeneration.from_pretrained(folder, dtype=dtype).to(args.device).eval()
-    return ours, hf, time.perf_counter() - start
+    return ours, hf
 
 
 def compile_warmup(ours: PaliGemma, images, prompts, batch: int, new_tokens: int) -> float:
     """Compile (and warm) every bucket the timed runs will use; returns the seconds it took."""
-    if not getattr(ours, "compiled", False):
+    if not ours.runner.compile:
         return 0.0
     start = time.perf_counter()
     ours.generate(images, prompts, max_new_tokens=new_tokens, batch_size=batch)
@@ -200,7 +172,8 @@ def compile_warmup(ours: PaliGemma, images, prompts, batch: int, new_tokens: int
     return time.perf_counter() - start
 
 
-def main(argv: list[str] | None = None) -> list[Row]:
+def parse_args(argv: list[str] | None):
+    """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workload", choices=("fixed", "mixed"), default="fixed")
     p.add_argument("--size", default="mid", choices=sorted(SIZES), help="random weights of a named size")
@@ -212,13 +185,27 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--pairs", type=int, default=64, help="mixed workload: scenes (one prompt each)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--compile", action="store_true", help="compile our decode step (compile time reported apart)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="let our engine compile its decode step (kept only where timed faster; compile s apart)",
+    )
+    p.add_argument(
+        "--no-measure",
+        action="store_true",
+        help="no timing at warm-up: row-major weights, torch's threads, compiled exactly when --compile",
+    )
+    p.add_argument("--threads", type=int, help="torch threads for both sides (default: torch's own count)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--json", type=Path, help="write the rows here as JSON")
-    args = p.parse_args(argv)
-    batches = args.batch or ([8] if args.workload == "fixed" else [16])
+    p.add_argument("--json", type=Path, help="write the rows here as JSON (with the engine's choices)")
+    p.add_argument("--verbose", action="store_true", help="log the engine's choices as it makes them")
+    return p.parse_args(argv)
 
+
+def run(args) -> list[Row]:
+    """Every row the arguments ask for (random weights written to a temporary folder when no checkpoint)."""
+    batches = args.batch or ([8] if args.workload == "fixed" else [16])
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.checkpoint
         if args.workload == "mixed" and folder is None:
@@ -227,7 +214,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             folder = Path(tmp)
             random_checkpoint(folder, args.size, dtype=resolve_dtype(args.dtype), image_size=args.image_size)
         args.folder = folder
-        ours, hf, _ = load_pair(args, folder)
+        ours, hf = load_pair(args, folder)
         rows = []
         for b in batches:
             if args.workload == "fixed":
@@ -237,17 +224,38 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 (images, prompts), stop = shapes_workload(args.pairs), True
             compile_s = compile_warmup(ours, images, prompts, b, args.new_tokens if not stop else 128)
             rows.append(bench(ours, hf, args, args.workload, b, images, prompts, stop, compile_s))
+    return rows
 
-    header = f"{'workload':>8} {'model':>12} {'device':>28} {'dtype':>8} {'batch':>5} {'compiled':>8} "
+
+def print_rows(rows: list[Row]) -> None:
+    """The rows as a table, then the engine's choices."""
+    header = f"{'workload':>8} {'model':>12} {'dtype':>8} {'batch':>5} {'compiled':>8} "
     header += f"{'ours img/s':>10} {'hf img/s':>9} {'ours tok/s':>10} {'hf tok/s':>9} {'speedup':>7} {'same':>5} "
     header += f"{'compile s':>9}"
+    print(rows[0].device if rows else "")
     print(header)
     for r in rows:
         print(
-            f"{r.workload:>8} {r.size[:12]:>12} {r.device[:28]:>28} {r.dtype:>8} {r.batch:>5} {str(r.compiled):>8} "
+            f"{r.workload:>8} {r.size[:12]:>12} {r.dtype:>8} {r.batch:>5} {str(r.compiled):>8} "
             f"{r.ours_images_per_s:>10} {r.transformers_images_per_s:>9} {r.ours_tokens_per_s:>10} "
             f"{r.transformers_tokens_per_s:>9} {r.speedup:>6}x {str(r.same_tokens):>5} {r.compile_s:>9}"
         )
+    for r in rows:
+        for choice in r.engine:
+            step = "compiled" if choice["compiled"] else "eager"
+            print(f"engine, {choice['slots']} slots x {choice['length']}: {choice['layout']} weights, {step}, "
+                  f"{choice['threads']} threads; step ms {choice['step_ms']}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    """Run the benchmark, print its table, and write the rows as JSON when asked."""
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    rows = run(args)
+    print_rows(rows)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     return rows
