@@ -33,7 +33,7 @@ from .layouts import (
     using_threads,
     with_threads,
 )
-from .tuning import Choice, StepOption, choose, medians_ms, thread_options, time_candidates
+from .tuning import Choice, StepOption, best_ms, choose, thread_options, time_candidates
 
 if TYPE_CHECKING:
     from .paligemma import PaliGemma
@@ -212,10 +212,10 @@ class Runner:
         if self.device.type == "cpu" and self.layout_ms is None:
             by_layout = self.time_layouts(slots)
             self.use_layout(choose(by_layout)[0], slots)
-            self.layout_ms = medians_ms({f"{lay}, {t} threads": v for (lay, t), v in by_layout.items()})
+            self.layout_ms = best_ms({f"{lay}, {t} threads": v for (lay, t), v in by_layout.items()})
             timed = {StepOption(False, t): v for (lay, t), v in by_layout.items() if lay == self.layout}
             timings = time_prefill_threads(self.model, self.sync)
-            self.prefill_threads, self.prefill_ms = choose(timings), medians_ms(timings)
+            self.prefill_threads, self.prefill_ms = choose(timings), best_ms(timings)
         step, step_ms, compile_s = self.tune_step(slots, timed)
         return Choice(slots, length, self.layout, step, self.layout_ms or {}, step_ms, compile_s,
                       self.prefill_threads or threads, self.prefill_ms or {})  # fmt: skip
@@ -244,8 +244,8 @@ class Runner:
     def tune_step(
         self, slots: int, timed: dict[StepOption, list[float]]
     ) -> tuple[StepOption, dict[str, float], float | None]:
-        """The fastest decode step on this bucket's cache, the medians it was chosen from, and the seconds its
-        compilation took (None when not compiled). `timed`: eager options already timed on this layout."""
+        """The fastest decode step on this bucket's cache, the timings (best call, ms) it was chosen from, and the
+        seconds its compilation took (None when not compiled). `timed`: eager options already timed on this layout."""
         threads = torch.get_num_threads()
         cpu = self.device.type == "cpu"
         options = [StepOption(False, t) for t in (thread_options(threads) if cpu else (threads,))]
@@ -260,11 +260,11 @@ class Runner:
                 for _ in range(3):
                     step()
                 self.sync()
-                compile_s = round(time.perf_counter() - start, 2)
+                compile_s = time.perf_counter() - start
             candidates[option] = with_threads(option.threads, step)
         timings = {**timed, **(time_candidates(candidates, self.sync) if candidates else {})}
         timings = {option: timings[option] for option in options}  # the reference first
-        return choose(timings), medians_ms(timings), compile_s
+        return choose(timings), best_ms(timings), compile_s
 
     def use_layout(self, layout: str, rows: int = 8) -> None:
         """Lay the decoder's weights out in `layout` (model/layouts.py), tuned for products of about `rows` rows."""
