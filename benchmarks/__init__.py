@@ -9,6 +9,12 @@ the others run as `python -m benchmarks.NAME`.
     coco               evals.coco against plain pycocotools on a large random set
     training_step      examples/s of the fine-tuning step, eager and compiled
     driver_memory      the label driver's peak memory at 10k / 100k / 1M rows
+    startup            time to the first row and to the end of a label job, by phase, for 1 / 12 / 200 inputs
+    export_speed       YOLO export of a Parquet source, before and after its images are read in one pass
+    tiling             tiled labeling against squashing on large scenes of small shapes (no Ray)
+    large_image        a 12,000 px image labeled with tiles: the job's peak memory per process
+    transfer           fine-tuning a class the bundled model never saw: full and LoRA, old classes kept
+    second_generator   detection on the shapes spec drawn by an independent generator (a COCO set)
 
 `common` holds what they share (hardware names, timing, sample images, random weights) and imports no Ray.
 """
