@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from jobs.cli import UsageError, check_new_file, command_parser, fail, unit_interval
+from tasks import CLASS_TASKS
 
 SOURCES = ("coco", "yolo", "voc", "labelstudio", "predictions", "referring")
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--referring", metavar="TABLE", help="Parquet/CSV/JSONL of image, expression, box, mask")
     rec = p.add_argument_group("records")
     rec.add_argument("--output", required=True, help=".jsonl or .parquet file to write")
-    rec.add_argument("--task", choices=("detect", "segment"), default="detect", help="(default detect)")
+    rec.add_argument("--task", choices=CLASS_TASKS, default="detect", help="(default detect)")
     rec.add_argument("--classes", help='keep, rename, drop: "person=pedestrian ; car" (default: every label)')
     rec.add_argument("--per-class", action="store_true", help="one prompt per class instead of one listing all")
     rec.add_argument(

@@ -43,9 +43,10 @@ import numpy as np
 
 from records.base import Item, Obj, Problems
 from storage import is_uri
+from tasks import CLASS_TASKS
 
 ORDERS = ("class", "position", "source", "random")
-TASKS = ("detect", "segment")
+TASKS = CLASS_TASKS  # the tasks a record can train
 
 
 def parse_class_map(text: str | None) -> dict[str, str] | None:

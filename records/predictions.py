@@ -11,6 +11,7 @@ from pathlib import Path
 
 from labeling.filters import ObjectFilter
 from records.base import Item, Obj, Problems, clip_box
+from tasks import CLASS_TASKS
 
 
 def prediction_items(output: str, object_filter: ObjectFilter, problems: Problems) -> list[Item]:
@@ -27,7 +28,7 @@ def prediction_items(output: str, object_filter: ObjectFilter, problems: Problem
         if row.get("error"):
             problems.add("error row left out", where)
             continue
-        if row.get("task") not in ("detect", "segment"):
+        if row.get("task") not in CLASS_TASKS:
             problems.add("text row left out (no objects to learn)", where)
             continue
         current = merged.setdefault(int(row["image_id"]), {"row": row, "objects": []})

@@ -13,6 +13,7 @@ from tasks.detections import Detections
 from tasks.ocr import Ocr
 from tasks.raw import Raw
 from tasks.registry import (
+    CLASS_TASKS,
     TASKS,
     TaskLookup,
     from_prompt,
@@ -25,6 +26,7 @@ from tasks.registry import (
 from tasks.segment import Segment
 
 __all__ = [
+    "CLASS_TASKS",
     "TASKS",
     "Answer",
     "Caption",

@@ -119,3 +119,8 @@ def _task_class(name: str) -> type:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
+
+
+# The tasks that ask for named classes and answer with objects (detect, segment), in the registry's order: what
+# training records, augmentation and validation are made of.
+CLASS_TASKS: tuple[str, ...] = tuple(name for name in TASKS if takes_classes(name))

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from tasks import CLASS_TASKS
+
 SIDES = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-OBJECT_TASKS = ("detect", "segment")
+OBJECT_TASKS = CLASS_TASKS
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tasks import CLASS_TASKS, TASKS
+
 DEFAULT_METRICS = (("segment", "segment_ap50"), ("detect", "detect_ap50"), ("caption", "caption_cider"),
                    ("describe", "caption_cider"), ("ocr", "ocr_exact"), ("answer", "answer_anls"))  # fmt: skip
 
@@ -90,9 +92,10 @@ def _coco_records(path: Path, images: str | None, vae: str | None) -> list[ValRe
     names = [c["name"] for c in sorted(json.loads(path.read_text())["categories"], key=lambda c: int(c["id"]))]
     out = []
     for it in items:
-        for task in ("detect", "segment") if vae and any(o.mask is not None for o in it.objects) else ("detect",):
+        masks = vae is not None and any(o.mask is not None for o in it.objects)
+        for task in (t for t in CLASS_TASKS if masks or not TASKS[t].decodes_masks):
             objects = [{"label": o.label, "box": list(o.box),
-                        "mask": mask_to_rle(o.mask) if task == "segment" and o.mask is not None else None}
+                        "mask": mask_to_rle(o.mask) if TASKS[task].decodes_masks and o.mask is not None else None}
                        for o in it.objects]  # fmt: skip
             out.append(ValRecord(str(Path(it.image).absolute()), f"{task} " + " ; ".join(names), "", it.width,
                                  it.height, objects))  # fmt: skip
@@ -176,11 +179,11 @@ def evaluate_val(model, vset: ValSet, mask_decoder=None, batch_size: int = 16, m
     for i, r in enumerate(vset.records):
         by_kind[_kind(r.prefix)].append(i)
     scores: dict[str, float] = {}
-    objects = [i for k in ("detect", "segment") for i in by_kind.get(k, [])]
+    objects = [i for k in CLASS_TASKS for i in by_kind.get(k, [])]
     if objects:
         scores |= _object_scores(vset, rows, sizes, objects, mask_decoder)
     for kind, idx in by_kind.items():
-        if kind not in ("detect", "segment"):
+        if kind not in CLASS_TASKS:
             scores |= _text_scores(kind, [rows[i]["text"] for i in idx], [vset.records[i].suffix for i in idx])
     return scores
 

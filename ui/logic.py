@@ -21,12 +21,13 @@ from PIL import Image
 
 from labeling import ImageDecodeError, open_image
 from model import CheckpointError, PaliGemma
+from tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 # The tasks offered on the page, in the order shown (text tasks, then object tasks, then a prompt typed in full),
 # and how the page names the few whose name is not their label.
-TASK_NAMES = ("caption", "describe", "answer", "ocr", "detect", "segment", "raw")
+TASK_NAMES = tuple(TASKS)  # the registry's order: caption, describe, answer, ocr, detect, segment, raw
 TASK_LABELS = {name: {"answer": "answer a question", "ocr": "OCR", "raw": "typed prompt"}.get(name, name)
                for name in TASK_NAMES}  # fmt: skip
 # The page's fields and the task option each fills.
