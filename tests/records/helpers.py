@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from decoders import MaskDecoder, parse_objects, paste_mask, rle_to_mask
+from decoders import MaskDecoder, mask_to_rle, parse_objects, paste_mask, rle_to_mask
 
 ROOT = Path(__file__).resolve().parents[2]
 VAE = ROOT / "checkpoints" / "paligemma-shapes" / "vae.npz"
@@ -37,6 +37,26 @@ def decoded(record: dict, decoder: MaskDecoder | None = None) -> list[tuple[str,
             mask = paste_mask(decoder.decode([list(o.seg_tokens)])[0], o.box, h, w)
         out.append((o.label, np.array(o.box), mask))
     return out
+
+
+def scene_rows(folder: Path, seed: int, count: int, score: float, model: str, num_objects: int | None = None):
+    """`count` shapes scenes saved as folder/scene{i}.png, as the `segment` rows a label run would write with
+    their true boxes and masks; returns (rows, the shapes of each scene by file stem)."""
+    from training.shapes import draw_scene
+
+    rng = np.random.default_rng(seed)
+    rows, truth = [], {}
+    for i in range(count):
+        image, shapes = draw_scene(rng, num_objects=num_objects)
+        path = folder / f"scene{i}.png"
+        image.save(path)
+        objects = [{"label": s.kind, "box": [float(v) for v in s.box], "score": score, "mask": mask_to_rle(s.mask)}
+                   for s in shapes]  # fmt: skip
+        rows.append({"image_id": i + 1, "path": str(path), "width": 224, "height": 224, "task": "segment",
+                     "prompt": "segment circle ; square ; triangle", "text": "", "objects": objects, "error": None,
+                     "model": model, "seconds": 0.0})  # fmt: skip
+        truth[f"scene{i}"] = shapes
+    return rows, truth
 
 
 def gt_objects(

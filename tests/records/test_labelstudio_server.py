@@ -23,15 +23,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from decoders import mask_to_rle, parse_objects
+from decoders import parse_objects
 from jobs.export import main as export
 from jobs.make_records import main as make_records
 from records import Problems
 from records.labelstudio import labelstudio_items
 from rows import PartStore, rows_to_table
-from training.shapes import draw_scene
 
-from .helpers import ROOT, one_bin, read_jsonl
+from .helpers import ROOT, one_bin, read_jsonl, scene_rows
 
 TOKEN = "c0ffee" * 6 + "beef"
 BIN = Path(os.environ.get("LABEL_STUDIO_BIN", ROOT / ".venv-labelstudio" / "bin" / "label-studio"))
@@ -101,17 +100,7 @@ class Server:
 
 def _label_run(folder: Path, images: Path) -> list[dict]:
     """A label run's output folder (what jobs.label writes) with five scenes' objects as predictions."""
-    rng = np.random.default_rng(21)
-    rows = []
-    for i in range(5):
-        image, shapes = draw_scene(rng, num_objects=2)
-        path = images / f"scene{i}.png"
-        image.save(path)
-        objects = [{"label": s.kind, "box": [float(v) for v in s.box], "score": 0.8, "mask": mask_to_rle(s.mask)}
-                   for s in shapes]  # fmt: skip
-        rows.append({"image_id": i + 1, "path": str(path), "width": 224, "height": 224, "task": "segment",
-                     "prompt": "segment circle ; square ; triangle", "text": "", "objects": objects, "error": None,
-                     "model": "shapes", "seconds": 0.1})  # fmt: skip
+    rows, _ = scene_rows(images, seed=21, count=5, score=0.8, model="shapes", num_objects=2)
     store = PartStore(folder / "predictions")
     store.prepare()
     store.write(rows_to_table(rows))

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-from decoders import mask_to_rle
 from exports import voc, yolo
 from exports.base import ExportInput
 from jobs.make_records import main as make_records
@@ -17,27 +16,15 @@ from records import Problems
 from records.yolo import yolo_items
 from rows import categories_for
 from storage import locate
-from training.shapes import CLASSES, draw_scene
+from training.shapes import CLASSES
 
-from .helpers import VAE, decoded, iou, one_bin, read_jsonl
+from .helpers import VAE, decoded, iou, one_bin, read_jsonl, scene_rows
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     """Eight shapes scenes as label rows (ground-truth boxes and masks), with their images on disk."""
-    folder = tmp_path_factory.mktemp("scenes")
-    rng = np.random.default_rng(5)
-    rows, truth = [], {}
-    for i in range(8):
-        image, shapes = draw_scene(rng)
-        path = folder / f"scene{i}.png"
-        image.save(path)
-        objects = [{"label": s.kind, "box": [float(v) for v in s.box], "score": 0.9, "mask": mask_to_rle(s.mask)}
-                   for s in shapes]  # fmt: skip
-        rows.append({"image_id": i + 1, "path": str(path), "width": 224, "height": 224, "task": "segment",
-                     "prompt": "segment circle ; square ; triangle", "text": "", "objects": objects, "error": None,
-                     "model": "truth", "seconds": 0.0})  # fmt: skip
-        truth[f"scene{i}"] = shapes
+    rows, truth = scene_rows(tmp_path_factory.mktemp("scenes"), seed=5, count=8, score=0.9, model="truth")
     job = ExportInput(rows=lambda: iter(json.loads(json.dumps(rows))), categories=categories_for(list(CLASSES)))
     return job, truth
 
@@ -45,6 +32,16 @@ def scenes(tmp_path_factory):
 def _read(row) -> bytes:
     with open(row["path"], "rb") as f:
         return f.read()
+
+
+def _exported_records(job: ExportInput, tmp_path, fmt: str, *options: str) -> list[dict]:
+    """The scenes exported as YOLO or VOC, then read back by make_records with `options`."""
+    out = tmp_path / fmt
+    (yolo if fmt == "yolo" else voc).write(dataclasses.replace(job, read_image=_read), locate(str(out)))
+    source = ["--yolo", str(out / "data.yaml")] if fmt == "yolo" else ["--voc", str(out)]
+    records_path = tmp_path / "records.jsonl"
+    assert make_records([*source, *options, "--output", str(records_path)]) == 0
+    return read_jsonl(records_path)
 
 
 def _check(records: list[dict], truth: dict, decoder=None, box_tolerance_px: float = 0.0) -> list[float]:
@@ -67,12 +64,7 @@ def _check(records: list[dict], truth: dict, decoder=None, box_tolerance_px: flo
 @pytest.mark.parametrize("fmt", ["yolo", "voc"])
 def test_boxes_come_back_within_a_bin(scenes, tmp_path, fmt):
     job, truth = scenes
-    out = tmp_path / fmt
-    (yolo if fmt == "yolo" else voc).write(dataclasses.replace(job, read_image=_read), locate(str(out)))
-    source = ["--yolo", str(out / "data.yaml")] if fmt == "yolo" else ["--voc", str(out)]
-    records_path = tmp_path / "records.jsonl"
-    assert make_records([*source, "--task", "detect", "--output", str(records_path)]) == 0
-    records = read_jsonl(records_path)
+    records = _exported_records(job, tmp_path, fmt, "--task", "detect")
     # YOLO keeps the class list's order; VOC has no class list, so classes come in the order first seen.
     [prefix] = {r["prefix"] for r in records}
     if fmt == "yolo":
@@ -87,12 +79,7 @@ def test_polygons_come_back_as_masks(scenes, tmp_path, fmt):
     from decoders import MaskDecoder
 
     job, truth = scenes
-    out = tmp_path / fmt
-    (yolo if fmt == "yolo" else voc).write(dataclasses.replace(job, read_image=_read), locate(str(out)))
-    source = ["--yolo", str(out / "data.yaml")] if fmt == "yolo" else ["--voc", str(out)]
-    records_path = tmp_path / "records.jsonl"
-    assert make_records([*source, "--task", "segment", "--vae", str(VAE), "--output", str(records_path)]) == 0
-    records = read_jsonl(records_path)
+    records = _exported_records(job, tmp_path, fmt, "--task", "segment", "--vae", str(VAE))
     ious = _check(records, truth, MaskDecoder.from_npz(VAE), box_tolerance_px=1.0)
     assert len(ious) >= 12 and np.mean(ious) >= 0.9, np.mean(ious)
 
