@@ -180,10 +180,6 @@ def with_threads(threads: int, fn: Callable[[], object]) -> Callable[[], object]
     return call
 
 
-def _linears(module: nn.Module) -> list[nn.Linear]:
-    return [m for m in module.modules() if isinstance(m, nn.Linear)]
-
-
 def time_prefill_threads(model: PaliGemma, sync: Callable[[], None], rows: int = 256) -> dict[int, list[float]]:
     """Seconds of a prefill-sized product (`rows` tokens through a slice of the first MLP, at most 2048 wide) at
     each thread count worth trying. Prefills and the vision tower are large products that every thread usually
