@@ -81,7 +81,7 @@ class LogFollower:
         import threading
 
         self.log, self.steps, self.every = log, steps, every
-        self.seen = 0
+        self.offset = 0  # bytes of the log already read: whole lines only
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -105,21 +105,26 @@ class LogFollower:
             self.flush()
 
     def flush(self) -> None:
+        """Print the lines appended since the last call. A line still being written (no newline yet) waits for the
+        next call, so it is never read half."""
         try:
-            lines = self.log.read_text().splitlines()
+            with open(self.log, "rb") as f:
+                f.seek(self.offset)
+                new = f.read()
         except OSError:
             return
-        for text in lines[self.seen :]:
+        whole = new[: new.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        for text in whole.decode("utf-8", "replace").splitlines():
             try:
                 said = self.line(json.loads(text))
             except (ValueError, KeyError, TypeError):
                 said = None
             if said:
                 print(said, file=sys.stderr, flush=True)
-        self.seen = len(lines)
 
     def __enter__(self) -> LogFollower:
-        self.seen = len(self.log.read_text().splitlines()) if self.log.is_file() else 0  # a resumed run's old lines
+        self.offset = self.log.stat().st_size if self.log.is_file() else 0  # a resumed run's old lines
         self._thread.start()
         return self
 

@@ -237,3 +237,22 @@ def test_the_compiled_training_step_gives_the_eager_loss_and_gradients(checkpoin
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, want[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_the_console_prints_each_new_log_line_once_and_waits_for_a_half_written_one(tmp_path, capsys):
+    from jobs.finetune import LogFollower
+
+    log = tmp_path / "log.jsonl"
+    old = {"step": 5, "loss": 3.0, "lr": 1e-3, "examples": 80, "examples_per_s": 8.0}
+    log.write_text(json.dumps(old) + "\n")  # a resumed run's earlier line: not printed again
+    follower = LogFollower(log, steps=10, every=3600).__enter__()
+    line = json.dumps({"step": 6, "loss": 2.5, "lr": 1e-3, "examples": 96, "examples_per_s": 8.0})
+    with log.open("a") as f:
+        f.write(line[:20])  # the writer is midway through the line
+    follower.flush()
+    assert capsys.readouterr().err == ""
+    with log.open("a") as f:
+        f.write(line[20:] + "\n")
+    follower.flush()
+    follower.__exit__(None, None, None)
+    assert capsys.readouterr().err.splitlines() == ["step 6/10: loss 2.5000, 8.0 examples/s, lr 1.00e-03, 0 min left"]
