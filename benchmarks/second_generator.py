@@ -21,22 +21,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_set(folder: Path, scenes: int, seed: int) -> Path:
     """`scenes` PNGs of the second generator in folder/images and their boxes in folder/instances.json."""
-    from testing.other_shapes import KINDS, scene
+    from decoders import mask_to_rle
+    from testing.other_shapes import scene
+    from training.shapes_dataset import CATEGORIES, shape_annotation
 
     images = folder / "images"
     images.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    gt = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": k} for i, k in enumerate(KINDS)]}
+    gt = {"images": [], "annotations": [], "categories": CATEGORIES}
     for i in range(scenes):
         image, drawn = scene(rng)
         name = f"{i:05d}.png"
         image.save(images / name)
         gt["images"].append({"id": i + 1, "file_name": name, "width": image.width, "height": image.height})
         for d in drawn:
-            x0, y0, x1, y1 = d.box
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
-                                      "category_id": KINDS.index(d.kind) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                      "area": float(d.mask.sum()), "iscrowd": 0})  # fmt: skip
+            gt["annotations"].append(shape_annotation(len(gt["annotations"]) + 1, i + 1, d.kind, d.box,
+                                                      int(d.mask.sum()), mask_to_rle(d.mask), d.color))  # fmt: skip
     path = folder / "instances.json"
     path.write_text(json.dumps(gt))
     return path

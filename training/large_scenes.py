@@ -28,7 +28,7 @@ from PIL import Image
 from labeling.tiles import MaskCrop
 
 from .shapes import CLASSES, COLORS, _shape_mask
-from .shapes_dataset import CATEGORIES, DETECT_ALL
+from .shapes_dataset import CATEGORIES, DETECT_ALL, shape_annotation
 
 SCENE_SIZE = 896
 SIDES = (20, 60)  # a shape's box side in pixels, both ends included
@@ -130,14 +130,5 @@ def write_large_benchmark_set(
 
 
 def _annotation(ann_id: int, image_id: int, shape: LargeShape, size: int) -> dict:
-    x0, y0, x1, y1 = shape.box
-    return {
-        "id": ann_id,
-        "image_id": image_id,
-        "category_id": CLASSES.index(shape.kind) + 1,
-        "bbox": [x0, y0, x1 - x0, y1 - y0],
-        "area": int(shape.mask.sum()),
-        "segmentation": shape.crop().to_rle(size, size),
-        "iscrowd": 0,
-        "color": shape.color,
-    }
+    return shape_annotation(ann_id, image_id, shape.kind, shape.box, int(shape.mask.sum()),
+                            shape.crop().to_rle(size, size), shape.color)  # fmt: skip

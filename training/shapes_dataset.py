@@ -29,6 +29,16 @@ def _rle(mask: np.ndarray) -> dict:
     return mask_to_rle(mask)
 
 
+def shape_annotation(ann_id: int, image_id: int, kind: str, box, area: int, segmentation: dict,
+                     color: str | None = None) -> dict:  # fmt: skip
+    """One object of a shapes set as a COCO annotation (box [x0, y0, x1, y1] in pixels, right and bottom
+    exclusive; the category ids of CATEGORIES), the one form every shapes set writer uses."""
+    x0, y0, x1, y1 = box
+    out = {"id": ann_id, "image_id": image_id, "category_id": CLASSES.index(kind) + 1,
+           "bbox": [x0, y0, x1 - x0, y1 - y0], "area": area, "segmentation": segmentation, "iscrowd": 0}  # fmt: skip
+    return out | ({"color": color} if color is not None else {})
+
+
 def write_benchmark_set(folder: str | Path, num_scenes: int, num_words: int, seed: int) -> dict[str, int]:
     """Draw the set with `default_rng(seed)` and write it; returns how many images and prompts it holds."""
     import pandas as pd
@@ -47,19 +57,8 @@ def write_benchmark_set(folder: str | Path, num_scenes: int, num_words: int, see
             kind = CLASSES[int(rng.integers(len(CLASSES)))]
             prompts[count_question(kind)] = str(sum(s.kind == kind for s in shapes))
             for s in shapes:
-                x0, y0, x1, y1 = s.box
-                annotations.append(
-                    {
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": CLASSES.index(s.kind) + 1,
-                        "bbox": [x0, y0, x1 - x0, y1 - y0],
-                        "area": int(s.mask.sum()),
-                        "segmentation": _rle(s.mask),
-                        "iscrowd": 0,
-                        "color": s.color,
-                    }
-                )
+                annotations.append(shape_annotation(len(annotations) + 1, image_id, s.kind, s.box, int(s.mask.sum()),
+                                                    _rle(s.mask), s.color))  # fmt: skip
         else:
             image, word = draw_word(rng)
             prompts = {"ocr": word}
