@@ -46,7 +46,6 @@ from storage import is_uri
 from tasks import CLASS_TASKS
 
 ORDERS = ("class", "position", "source", "random")
-TASKS = CLASS_TASKS  # the tasks a record can train
 
 
 def parse_class_map(text: str | None) -> dict[str, str] | None:
@@ -80,8 +79,8 @@ class RecordOptions:
     subsets: int = 0
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task not in CLASS_TASKS:  # the tasks a record can train
+            raise ValueError(f"--task must be one of {', '.join(CLASS_TASKS)}, got {self.task!r}")
         if self.order not in ORDERS:
             raise ValueError(f"--order must be one of {', '.join(ORDERS)}, got {self.order!r}")
         if not 0.0 <= self.negative_share <= 1.0:

@@ -30,7 +30,6 @@ from PIL import Image
 from tasks import CLASS_TASKS
 
 SIDES = re.compile(r"\b(left|right)\b", re.IGNORECASE)
-OBJECT_TASKS = CLASS_TASKS
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class Moved:
 
 
 def is_object_record(prefix: str, task: str = "") -> bool:
-    return (task or prefix.split(" ", 1)[0]) in OBJECT_TASKS
+    return (task or prefix.split(" ", 1)[0]) in CLASS_TASKS
 
 
 def objects_of(record_objects: list[dict] | None, suffix: str, width: int, height: int, masks: bool) -> list[Moved]:

@@ -118,7 +118,8 @@ def write_large_benchmark_set(
         image.save(folder / name)
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         for s in shapes:
-            annotations.append(_annotation(len(annotations) + 1, image_id, s, size))
+            annotations.append(shape_annotation(len(annotations) + 1, image_id, s.kind, s.box, int(s.mask.sum()),
+                                                s.crop().to_rle(size, size), s.color))  # fmt: skip
         prompts = [DETECT_ALL] + [f"segment {kind}" for kind in sorted({s.kind for s in shapes})]
         rows += [{"image_id": image_id, "path": name, "prompt": p, "answer": ""} for p in prompts]
     coco = {"images": images, "annotations": annotations, "categories": CATEGORIES}
@@ -127,8 +128,3 @@ def write_large_benchmark_set(
         folder / "manifest.parquet", index=False
     )
     return {"images": len(images), "prompts": len(rows), "objects": len(annotations)}
-
-
-def _annotation(ann_id: int, image_id: int, shape: LargeShape, size: int) -> dict:
-    return shape_annotation(ann_id, image_id, shape.kind, shape.box, int(shape.mask.sum()),
-                            shape.crop().to_rle(size, size), shape.color)  # fmt: skip
