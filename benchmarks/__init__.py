@@ -14,7 +14,7 @@ the others run as `python -m benchmarks.NAME`.
     tiling             tiled labeling against squashing on large scenes of small shapes (no Ray)
     large_image        a 12,000 px image labeled with tiles: the job's peak memory per process
     transfer           fine-tuning a class the bundled model never saw: full and LoRA, old classes kept
-    second_generator   detection on the shapes spec drawn by an independent generator (a COCO set)
+    second_generator   every shapes skill on the spec drawn by an independent generator (testing/other_shapes.py)
 
 `common` holds what they share (hardware names, timing, sample images, random weights) and imports no Ray.
 """

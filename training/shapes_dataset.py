@@ -39,8 +39,14 @@ def shape_annotation(ann_id: int, image_id: int, kind: str, box, area: int, segm
     return out | ({"color": color} if color is not None else {})
 
 
-def write_benchmark_set(folder: str | Path, num_scenes: int, num_words: int, seed: int) -> dict[str, int]:
-    """Draw the set with `default_rng(seed)` and write it; returns how many images and prompts it holds."""
+def write_benchmark_set(folder: str | Path, num_scenes: int, num_words: int, seed: int, scene=draw_scene,
+                        word=draw_word) -> dict[str, int]:  # fmt: skip
+    """Draw the set with `default_rng(seed)` and write it; returns how many images and prompts it holds.
+
+    scene, word: the drawing routines, `rng -> (image, objects)` and `rng -> (image, text)`; objects need `kind`,
+    `color`, `box` and `mask`. The training generator's by default; another generator of the spec
+    (testing/other_shapes.py) gives a set that every skill is scored on the same way.
+    """
     import pandas as pd
 
     folder = Path(folder)
@@ -50,7 +56,7 @@ def write_benchmark_set(folder: str | Path, num_scenes: int, num_words: int, see
     for i in range(num_scenes + num_words):
         image_id, name = i + 1, f"images/{i:05d}.png"
         if i < num_scenes:
-            image, shapes = draw_scene(rng)
+            image, shapes = scene(rng)
             prompts = {DETECT_ALL: "", "caption en": caption_text(shapes)}
             for kind in sorted({s.kind for s in shapes}):
                 prompts[f"segment {kind}"] = ""
@@ -60,8 +66,8 @@ def write_benchmark_set(folder: str | Path, num_scenes: int, num_words: int, see
                 annotations.append(shape_annotation(len(annotations) + 1, image_id, s.kind, s.box, int(s.mask.sum()),
                                                     _rle(s.mask), s.color))  # fmt: skip
         else:
-            image, word = draw_word(rng)
-            prompts = {"ocr": word}
+            image, text = word(rng)
+            prompts = {"ocr": text}
         image.save(folder / name)
         images.append({"id": image_id, "file_name": name, "width": image.width, "height": image.height})
         rows += [{"image_id": image_id, "path": name, "prompt": p, "answer": a} for p, a in prompts.items()]
