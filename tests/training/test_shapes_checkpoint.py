@@ -147,11 +147,11 @@ def skills(model: PaliGemma, scenes, words) -> dict:
     kinds = [shapes[0].kind for _, shapes in scenes]
     prompts = [detect.prompt()] * len(scenes) + [count_question(k) for k in kinds] + ["caption en"] * len(scenes)
     prompts += [f"segment {k}" for k in kinds]
+    n = len(scenes)
     texts = model.generate(images * 4 + [im for im, _ in words], prompts + ["ocr"] * len(words), max_new_tokens=96,
                            batch_size=32)  # fmt: skip
-    read = ocr_scores([t.strip() for t in texts[4 * len(scenes) :]], [w for _, w in words])
-    texts = texts[: 4 * len(scenes)]
-    n = len(scenes)
+    read = ocr_scores([t.strip() for t in texts[4 * n :]], [w for _, w in words])
+    texts = texts[: 4 * n]
     hits = written = present = 0
     for (_, shapes), text in zip(scenes, texts[:n], strict=True):
         objects = detect.parse(text, width=SIZE, height=SIZE).objects
